@@ -1,0 +1,39 @@
+# The two commands a new user runs: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo-worker
+
+.PHONY: demo test lint types unit bench clean venv node
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+node: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: venv
+	$(BIN)/kv2d1 demo $(DEMO_DIR)
+
+lint: venv
+	$(BIN)/ruff check verifier backfill reports kv2d1 tests bench
+
+types: venv
+	$(BIN)/mypy
+
+unit: venv node
+	$(BIN)/python -m pytest
+
+test: lint types unit
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

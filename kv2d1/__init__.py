@@ -1,0 +1,1 @@
+"""The `kv2d1` command line and wrangler-config resolution."""

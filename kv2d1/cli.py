@@ -1,0 +1,251 @@
+"""The `kv2d1` command line: parse options, make one library call, render.
+
+Exit codes (PRODUCT.md): 0 consistent / done / ready, 3 findings of severity error / not ready,
+4 rollback, 1 error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from reports.render import EXTENSIONS, OutputFormat, render
+from reports.runs import verify_document
+from verifier import __version__
+from verifier.calendar import is_date
+from verifier.errors import Kv2d1Error
+from verifier.model import Window
+from verifier.profile import Profile, load_profile
+from verifier.sources import D1Source, KvSource
+from verifier.verify import Verification
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_FINDINGS = 3
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    config: Path | None
+    env: str | None
+    kv_binding: str | None
+    d1_binding: str | None
+    remote: bool
+    persist_to: Path | None
+    snapshot: Path | None
+    preview: bool | None
+    window: Window
+    fmt: OutputFormat | None
+    output: Path | None
+    profile: str
+    quiet: bool
+    now: dt.datetime | None
+
+
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not is_date(value):
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD")
+    return value
+
+
+def _now(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def common_options(func: F) -> F:
+    """The options every data command shares, given after the command name as in wrangler."""
+    options = [
+        click.option("--config", "config", type=click.Path(path_type=Path),
+                     help="wrangler.toml or wrangler.jsonc (default: the one in the current directory)."),
+        click.option("--env", help="A wrangler environment section."),
+        click.option("--kv-binding", help="KV binding to compare (default: the only one, or the profile's)."),
+        click.option("--d1-binding", help="D1 binding to compare (default: the only one, or the profile's)."),
+        click.option("--local/--remote", "local", default=True,
+                     help="Local wrangler state (default) or the Cloudflare REST API."),
+        click.option("--persist-to", type=click.Path(path_type=Path),
+                     help="Directory of wrangler's local state (as wrangler's --persist-to)."),
+        click.option("--preview/--no-preview", default=None,
+                     help="Use the KV binding's preview_id (as `wrangler kv key --preview`)."),
+        click.option("--snapshot", type=click.Path(path_type=Path),
+                     help="Read both sides from a snapshot file instead of live sources."),
+        click.option("--since", callback=_date, help="First business date of the window (YYYY-MM-DD)."),
+        click.option("--until", callback=_date, help="Last business date of the window (YYYY-MM-DD)."),
+        click.option("--format", "fmt", type=click.Choice([f.value for f in OutputFormat]),
+                     help="Output format (default: text on a terminal, else by -o's extension, else json)."),
+        click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE."),
+        click.option("--profile", default="default", show_default=True,
+                     help="Key-pattern profile: a name under schema/profiles/ or a path."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
+        click.option("--now", callback=_now, hidden=True, help="Pretend the time is this (tests)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _common(kw: dict[str, Any]) -> CommonOptions:
+    since, until = kw.pop("since"), kw.pop("until")
+    if since and until and since > until:
+        raise click.BadParameter(f"--since {since} is after --until {until}", param_hint="--since")
+    if kw["snapshot"] is not None and not kw["local"]:
+        raise click.UsageError("--snapshot reads a file; it cannot be combined with --remote")
+    fmt = kw.pop("fmt")
+    return CommonOptions(
+        config=kw.pop("config"), env=kw.pop("env"), kv_binding=kw.pop("kv_binding"),
+        d1_binding=kw.pop("d1_binding"), remote=not kw.pop("local"), persist_to=kw.pop("persist_to"),
+        snapshot=kw.pop("snapshot"), preview=kw.pop("preview"), window=Window(since, until),
+        fmt=OutputFormat(fmt) if fmt else None, output=kw.pop("output"), profile=kw.pop("profile"),
+        quiet=kw.pop("quiet"), now=kw.pop("now"),
+    )
+
+
+def translate_errors(func: F) -> F:
+    """Our errors become one `Error: …` line and exit 1; nothing else is caught."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Kv2d1Error as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def output_format(opts: CommonOptions) -> OutputFormat:
+    if opts.fmt:
+        return opts.fmt
+    if opts.output is not None:
+        return EXTENSIONS.get(opts.output.suffix.lower(), OutputFormat.JSON)
+    return OutputFormat.TEXT if sys.stdout.isatty() else OutputFormat.JSON
+
+
+def emit(doc: dict[str, Any], opts: CommonOptions, *, default: OutputFormat | None = None) -> None:
+    fmt = opts.fmt or default or output_format(opts)
+    try:
+        text = render(doc, fmt)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--format") from exc
+    if opts.output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        opts.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {opts.output}: {exc.strerror}") from exc
+    if not opts.quiet:
+        click.echo(f"Wrote {fmt.value} report to {opts.output}", err=True)
+
+
+@dataclass
+class OpenedSources:
+    kv: KvSource
+    d1: D1Source
+    source: dict[str, Any]
+    d1_name: str
+    chunk_days: int | None = None
+
+
+def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = False) -> OpenedSources:
+    """The KV and D1 sources the options name: a snapshot, the REST API, or local state."""
+    from kv2d1.config import load_wrangler_config
+    from verifier.sources.local import open_local_sources
+
+    if opts.snapshot is not None:
+        from verifier.sources.snapshot import open_snapshot_sources
+
+        kv, d1, source = open_snapshot_sources(opts.snapshot)
+        return OpenedSources(kv, d1, source, str(opts.snapshot))
+    config = load_wrangler_config(opts.config, env=opts.env)
+    kv_name = opts.kv_binding or _default_binding(config.kv_namespaces, profile.kv_binding)
+    d1_name = opts.d1_binding or _default_binding(config.d1_databases, profile.d1_binding)
+    if opts.remote:
+        from verifier.sources.remote import open_remote_sources
+
+        kv, d1, source = open_remote_sources(config, kv_binding=kv_name, d1_binding=d1_name)
+        return OpenedSources(kv, d1, source, source.get("d1_database_name") or "<db>", chunk_days=7)
+    kv, d1, source = open_local_sources(
+        config, kv_binding=kv_name, d1_binding=d1_name, persist_to=opts.persist_to,
+        preview=opts.preview, writable=writable,
+    )
+    return OpenedSources(kv, d1, source, source.get("d1_database_name") or source.get("d1_binding") or "<db>")
+
+
+def _default_binding(bindings: tuple[Any, ...], preferred: str | None) -> str | None:
+    """The profile's binding when the config has it and several exist; else let config decide."""
+    names = [b.binding for b in bindings]
+    if len(names) > 1 and preferred in names:
+        return preferred
+    return None
+
+
+def _progress(opts: CommonOptions) -> Callable[[str, int], None] | None:
+    if opts.quiet or not sys.stderr.isatty():
+        return None
+
+    def show(stage: str, done: int) -> None:
+        click.echo(f"\r{stage}: {done} keys read", err=True, nl=False)
+
+    return show
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="kv2d1")
+def main() -> None:
+    """Make a Cloudflare Workers KV → D1 migration provably safe.
+
+    Snapshot KV keys and D1 rows, normalise both into one model, diff them, backfill what D1
+    lacks, and report readiness against the migration plan's metrics.
+    """
+
+
+@main.command()
+@common_options
+@translate_errors
+def verify(**kw: Any) -> None:
+    """Diff KV with D1: which records D1 lacks, which disagree, which are broken.
+
+    Exit 0 when consistent, 3 when there are findings of severity error, 1 on error, 2 on
+    bad usage.
+
+    Example: kv2d1 verify --config wrangler.toml --since 2026-11-16 --until 2026-11-27
+    """
+    opts = _common(kw)
+    profile = load_profile(opts.profile)
+    opened = open_sources(opts, profile)
+    verification = Verification(
+        kv=opened.kv, d1=opened.d1, profile=profile, window=opts.window,
+        now=opts.now or dt.datetime.now(dt.UTC), chunk_days=opened.chunk_days,
+        progress=_progress(opts), d1_name=opened.d1_name,
+    )
+    doc, _, summary = verify_document(verification, source=opened.source)
+    emit(doc, opts)
+    if summary.errors:
+        sys.exit(EXIT_FINDINGS)
+
+
+def _load_optional_commands() -> None:
+    """Commands that live in their own modules register themselves on `main`."""
+    import importlib
+
+    for module in ("kv2d1.cmd_backfill", "kv2d1.cmd_snapshot", "kv2d1.cmd_report", "kv2d1.cmd_demo"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_load_optional_commands()

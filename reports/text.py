@@ -1,0 +1,77 @@
+"""Plain-text rendering for the terminal: summary, coverage, then findings grouped by category."""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Any
+
+from tabulate import tabulate
+
+MAX_PER_CATEGORY = 20
+
+
+def _cell(value: Any, width: int = 48) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_text(doc: dict[str, Any], *, max_per_category: int = MAX_PER_CATEGORY) -> str:
+    lines = [_header(doc), "", _coverage(doc["coverage"]), "", _summary(doc["summary"])]
+    if doc.get("verdict"):
+        lines += ["", f"Verdict: {doc['verdict'].upper()}"]
+    findings = doc["findings"]
+    for category, group in groupby(findings, key=lambda f: f["category"]):
+        items = list(group)
+        lines += ["", f"{category} ({len(items)})"]
+        rows = [_finding_row(f) for f in items[:max_per_category]]
+        lines.append(tabulate(rows, headers=["key", "table", "field", "KV", "D1", "id"]))
+        if len(items) > max_per_category:
+            lines.append(f"… and {len(items) - max_per_category} more (use --format json for all)")
+    if not findings:
+        lines += ["", "No findings: KV and D1 agree in this window."]
+    return "\n".join(lines) + "\n"
+
+
+def _header(doc: dict[str, Any]) -> str:
+    src = doc["source"]
+    window = doc["window"]
+    span = f"{window.get('since') or 'first'} → {window.get('until') or 'last'}"
+    return (
+        f"kv2d1 {doc['command']} · {src.get('kind')} · KV {src.get('kv_binding')} → "
+        f"D1 {src.get('d1_binding')} · window {span}"
+    )
+
+
+def _coverage(cov: dict[str, Any]) -> str:
+    rows = [
+        ["KV keys listed", cov["keys_listed"]],
+        ["  matched a pattern, in window", cov["keys_matched"]],
+        ["  outside the window", cov["keys_outside_window"]],
+        ["  skipped by pattern", cov["keys_skipped_by_pattern"]],
+        ["KV records (jobs / symbol results / reports)",
+         f"{cov['kv_records']} / {cov['kv_symbol_results']} / {cov['kv_reports']}"],
+        ["D1 rows (executions / symbol results / reports)",
+         f"{cov['d1_executions']} / {cov['d1_symbol_results']} / {cov['d1_reports']}"],
+        ["KV records matched in D1", cov["records_matched"]],
+    ]
+    rules = ", ".join(f"{k} {v}" for k, v in cov.get("equal_by_rule", {}).items())
+    if rules:
+        rows.append(["equal by rule", rules])
+    return tabulate(rows, headers=["coverage", ""], tablefmt="simple")
+
+
+def _summary(summary: dict[str, Any]) -> str:
+    rows = [[c, n] for c, n in summary["by_category"].items() if n]
+    rows.append(["total", summary["total"]])
+    return tabulate(rows, headers=["findings", "count"], tablefmt="simple")
+
+
+def _finding_row(f: dict[str, Any]) -> list[str]:
+    return [
+        _cell(f["natural_key"], 44),
+        _cell(f.get("table"), 18),
+        _cell(f.get("field"), 16),
+        _cell(f.get("kv_value"), 24),
+        _cell(f.get("d1_value"), 24),
+        f["id"],
+    ]

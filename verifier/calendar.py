@@ -1,0 +1,106 @@
+"""Business time: America/New_York dates and run times, and the NYSE trading calendar.
+
+Holidays come from the maintained `holidays` library (its NYSE financial calendar), not from a
+hand-written list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays
+
+ET = ZoneInfo("America/New_York")
+UTC = dt.UTC
+
+
+def parse_instant(text: str) -> dt.datetime | None:
+    """An aware UTC datetime from ISO 8601 (`…Z`, offsets) or SQLite's `YYYY-MM-DD HH:MM:SS` (UTC)."""
+    if not text:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def instant_from_epoch_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def iso_utc(value: dt.datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.mmmZ`, the form JavaScript's `toISOString()` writes."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def et_run_time(instant: dt.datetime) -> str:
+    """The ET wall-clock time `HHMMSS` of an instant (the per-run key suffix)."""
+    return instant.astimezone(ET).strftime("%H%M%S")
+
+
+def et_date(instant: dt.datetime) -> str:
+    return instant.astimezone(ET).strftime("%Y-%m-%d")
+
+
+def instant_of_run(date: str, hhmmss: str) -> dt.datetime:
+    """The UTC instant of an ET business date and wall-clock `HHMMSS`."""
+    day = dt.date.fromisoformat(date)
+    clock = dt.time(int(hhmmss[:2]), int(hhmmss[2:4]), int(hhmmss[4:6]))
+    return dt.datetime.combine(day, clock, tzinfo=ET).astimezone(UTC)
+
+
+def is_date(text: object) -> bool:
+    if not isinstance(text, str) or len(text) != 10:
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=64)
+def _holidays_of(calendar: str, year: int) -> frozenset[dt.date]:
+    return frozenset(holidays.financial_holidays(calendar, years=[year]).keys())
+
+
+def is_trading_day(day: dt.date, calendar: str = "NYSE") -> bool:
+    return day.weekday() < 5 and day not in _holidays_of(calendar, day.year)
+
+
+def iter_days(since: str, until: str) -> Iterator[dt.date]:
+    day = dt.date.fromisoformat(since)
+    last = dt.date.fromisoformat(until)
+    while day <= last:
+        yield day
+        day += dt.timedelta(days=1)
+
+
+def scheduled_on(rule: str, day: dt.date, calendar: str = "NYSE") -> bool:
+    """Whether a schedule rule (`trading_days`, `sundays`, `daily`) expects a run on `day`."""
+    if rule == "trading_days":
+        return is_trading_day(day, calendar)
+    if rule == "sundays":
+        return day.weekday() == 6
+    return rule == "daily"
+
+
+def expected_jobs(
+    since: str, until: str, schedule: dict[str, str], calendar: str = "NYSE"
+) -> Iterator[tuple[str, str]]:
+    """`(date, job_type)` for every job the schedule expects in the window, in date order."""
+    for day in iter_days(since, until):
+        for job_type, rule in sorted(schedule.items()):
+            if scheduled_on(rule, day, calendar):
+                yield day.isoformat(), job_type
+
+
+def today_et(now: dt.datetime | None = None) -> str:
+    return et_date(now or dt.datetime.now(tz=UTC))

@@ -1,0 +1,324 @@
+"""D1 rows ↔ the shared model: streaming reads in natural-key order, row checks, row building.
+
+Reads are three ordered queries (executions, their symbol results, their report snapshots)
+walked in lockstep, so one execution and its children are in memory at a time. A window of
+dates can be read in chunks so that no single answer grows with the database (remote D1 caps a
+result at tens of MB).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from verifier.calendar import et_run_time, instant_of_run, is_date, iso_utc, parse_instant
+from verifier.canonical import canonical_json, parse_json_text
+from verifier.model import (
+    LATEST,
+    D1Job,
+    D1Report,
+    D1Symbol,
+    JobKey,
+    JobRecord,
+    JobType,
+    ReportRecord,
+    RowProblem,
+    Status,
+    SymbolResult,
+    Table,
+    Window,
+)
+from verifier.sources import D1Source
+
+JOB_COLUMNS = (
+    "id",
+    "job_type",
+    "execution_date",
+    "execution_time",
+    "status",
+    "duration_ms",
+    "symbols_processed",
+    "symbols_successful",
+    "symbols_failed",
+    "error_message",
+    "metadata",
+)
+SYMBOL_COLUMNS = (
+    "execution_id",
+    "id",
+    "symbol",
+    "sentiment",
+    "confidence",
+    "direction",
+    "reasoning",
+    "signals",
+    "technical_data",
+    "news_count",
+)
+REPORT_COLUMNS = (
+    "execution_id",
+    "id",
+    "report_type",
+    "report_date",
+    "content",
+    "summary",
+    "high_confidence_count",
+)
+PLAN_TABLES = {
+    Table.JOB_EXECUTIONS: JOB_COLUMNS,
+    Table.ANALYSIS_RESULTS: SYMBOL_COLUMNS[1:] + ("execution_id",),
+    Table.REPORT_SNAPSHOTS: REPORT_COLUMNS[1:] + ("execution_id",),
+}
+_ORDER = "je.execution_date, je.job_type, je.execution_time, je.id"
+JOB_TYPES = frozenset(t.value for t in JobType)
+STATUSES = frozenset(s.value for s in Status)
+
+
+def _where(window: Window) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if window.since:
+        clauses.append("je.execution_date >= ?")
+        params.append(window.since)
+    if window.until:
+        clauses.append("je.execution_date <= ?")
+        params.append(window.until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _select(columns: tuple[str, ...], table: str, alias: str, window: Window) -> tuple[str, list[Any]]:
+    where, params = _where(window)
+    cols = ", ".join(f"{alias}.{c}" for c in columns)
+    if table == Table.JOB_EXECUTIONS:
+        return f"SELECT {cols} FROM job_executions je{where} ORDER BY {_ORDER}", params
+    order = f"{_ORDER}, {alias}.id"
+    join = f"FROM {table} {alias} JOIN job_executions je ON je.id = {alias}.execution_id"
+    return f"SELECT {cols} {join}{where} ORDER BY {order}", params
+
+
+def date_chunks(source: D1Source, window: Window, chunk_days: int | None) -> list[Window]:
+    """The window cut into chunks of `chunk_days` dates (one chunk when None)."""
+    if chunk_days is None:
+        return [window]
+    rows = list(source.query("SELECT min(execution_date), max(execution_date) FROM job_executions"))
+    low, high = rows[0] if rows else (None, None)
+    if not (is_date(low) and is_date(high)):
+        return [window]
+    start = max(dt.date.fromisoformat(window.since or low), dt.date.fromisoformat(low))
+    end = min(dt.date.fromisoformat(window.until or high), dt.date.fromisoformat(high))
+    chunks = []
+    while start <= end:
+        stop = min(start + dt.timedelta(days=chunk_days - 1), end)
+        chunks.append(Window(start.isoformat(), stop.isoformat()))
+        start = stop + dt.timedelta(days=1)
+    return chunks
+
+
+def iter_d1_jobs(source: D1Source, window: Window, *, chunk_days: int | None = None) -> Iterator[D1Job]:
+    """Every execution in the window with its children, in natural-key order of (date, type)."""
+    for chunk in date_chunks(source, window, chunk_days):
+        yield from _iter_chunk(source, chunk)
+
+
+def _iter_chunk(source: D1Source, window: Window) -> Iterator[D1Job]:
+    jobs = source.query(*_select(JOB_COLUMNS, Table.JOB_EXECUTIONS, "je", window))
+    symbols = _Lookahead(source.query(*_select(SYMBOL_COLUMNS, Table.ANALYSIS_RESULTS, "ar", window)))
+    reports = _Lookahead(source.query(*_select(REPORT_COLUMNS, Table.REPORT_SNAPSHOTS, "rs", window)))
+    for row in jobs:
+        row_id = row[0]
+        yield build_d1_job(row, symbols.take(row_id), reports.take(row_id))
+
+
+class _Lookahead:
+    """Takes the leading rows whose first column equals an execution id, from an ordered stream."""
+
+    def __init__(self, rows: Iterator[tuple[Any, ...]]):
+        self._rows = rows
+        self._next: tuple[Any, ...] | None = next(rows, None)
+
+    def take(self, execution_id: int) -> list[tuple[Any, ...]]:
+        taken = []
+        while self._next is not None and self._next[0] == execution_id:
+            taken.append(self._next)
+            self._next = next(self._rows, None)
+        return taken
+
+
+@dataclass
+class _Checker:
+    table: str
+    row_id: int
+    problems: list[RowProblem]
+
+    def flag(self, field: str, value: Any, reason: str) -> None:
+        self.problems.append(RowProblem(self.table, self.row_id, field, value, reason))
+
+    def integer(self, field: str, value: Any, *, minimum: int = 0) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.flag(field, value, f"{field} should be an INTEGER, found {type(value).__name__}")
+            return None
+        if value < minimum:
+            self.flag(field, value, f"{field} should be >= {minimum}")
+        return value
+
+    def json_text(self, field: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.flag(field, value, f"{field} should be JSON text")
+            return None
+        try:
+            return canonical_json(parse_json_text(value))
+        except (ValueError, RecursionError):
+            self.flag(field, value[:200], f"{field} is not valid JSON")
+            return value
+
+    def enum(self, field: str, value: Any, allowed: frozenset[str]) -> str | None:
+        if value is None or value not in allowed:
+            self.flag(field, value, f"{field} must be one of {', '.join(sorted(allowed))}")
+        return value if isinstance(value, str) else None
+
+    def text(self, field: str, value: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        self.flag(field, value, f"{field} should be TEXT, found {type(value).__name__}")
+        return str(value)
+
+
+def run_of(execution_time: Any) -> str | None:
+    """The ET `HHMMSS` of a D1 `execution_time`, or None when it cannot be parsed."""
+    instant = parse_instant(execution_time) if isinstance(execution_time, str) else None
+    return et_run_time(instant) if instant else None
+
+
+def build_d1_job(row: tuple[Any, ...], symbol_rows: list[tuple[Any, ...]], report_rows: list[tuple[Any, ...]]) -> D1Job:
+    problems: list[RowProblem] = []
+    c = _Checker(Table.JOB_EXECUTIONS, row[0], problems)
+    (row_id, job_type, date, exec_time, status, duration, processed, successful, failed, error, metadata) = row
+    job_type = c.enum("job_type", job_type, JOB_TYPES)
+    if not is_date(date):
+        c.flag("execution_date", date, "execution_date should be YYYY-MM-DD")
+    run = run_of(exec_time)
+    if run is None:
+        c.flag("execution_time", exec_time, "execution_time is not an ISO 8601 timestamp")
+    job = JobRecord(
+        key=JobKey(str(date), str(job_type), run or f"?{exec_time}"),
+        execution_time=c.text("execution_time", exec_time),
+        status=c.enum("status", status, STATUSES),
+        duration_ms=c.integer("duration_ms", duration),
+        symbols_processed=c.integer("symbols_processed", processed),
+        symbols_successful=c.integer("symbols_successful", successful),
+        symbols_failed=c.integer("symbols_failed", failed),
+        error_message=c.text("error_message", error),
+        metadata=c.json_text("metadata", metadata),
+    )
+    symbols = tuple(_d1_symbol(r, problems) for r in symbol_rows)
+    reports = tuple(_d1_report(r, problems) for r in report_rows)
+    return D1Job(row_id, job, symbols, reports, tuple(problems))
+
+
+def _d1_symbol(r: tuple[Any, ...], problems: list[RowProblem]) -> D1Symbol:
+    _, row_id, symbol, sentiment, confidence, direction, reasoning, signals, technical, news = r
+    c = _Checker(Table.ANALYSIS_RESULTS, row_id, problems)
+    conf: float | None = None
+    if confidence is not None:
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+            c.flag("confidence", confidence, "confidence should be a REAL between 0 and 1")
+        else:
+            conf = float(confidence)
+            if not 0.0 <= conf <= 1.0:
+                c.flag("confidence", confidence, "confidence should be between 0 and 1")
+    result = SymbolResult(
+        symbol=str(symbol),
+        sentiment=c.text("sentiment", sentiment),
+        confidence=conf,
+        direction=c.text("direction", direction),
+        reasoning=c.text("reasoning", reasoning),
+        signals=c.json_text("signals", signals),
+        technical_data=c.json_text("technical_data", technical),
+        news_count=c.integer("news_count", news),
+    )
+    return D1Symbol(row_id, result)
+
+
+def _d1_report(r: tuple[Any, ...], problems: list[RowProblem]) -> D1Report:
+    _, row_id, report_type, report_date, content, summary, high = r
+    c = _Checker(Table.REPORT_SNAPSHOTS, row_id, problems)
+    if not is_date(report_date):
+        c.flag("report_date", report_date, "report_date should be YYYY-MM-DD")
+    report = ReportRecord(
+        report_type=str(c.enum("report_type", report_type, JOB_TYPES)),
+        report_date=str(report_date),
+        content=c.json_text("content", content),
+        summary=c.text("summary", summary),
+        high_confidence_count=c.integer("high_confidence_count", high),
+    )
+    return D1Report(row_id, report)
+
+
+# --- records → rows (backfill, the demo's dual-writer) --------------------------------------
+
+
+def execution_time_for(job: JobRecord) -> str:
+    """The `execution_time` a backfilled row gets: the record's, else midnight ET of its date."""
+    if job.execution_time:
+        return job.execution_time
+    run = job.key.run if job.key.run != LATEST else "000000"
+    return iso_utc(instant_of_run(job.key.execution_date, run))
+
+
+def job_row(job: JobRecord, *, metadata: str | None) -> dict[str, Any]:
+    return {
+        "job_type": job.key.job_type,
+        "execution_date": job.key.execution_date,
+        "execution_time": execution_time_for(job),
+        "status": job.status or "success",
+        "duration_ms": job.duration_ms,
+        "symbols_processed": job.symbols_processed,
+        "symbols_successful": job.symbols_successful,
+        "symbols_failed": job.symbols_failed,
+        "error_message": job.error_message,
+        "metadata": metadata,
+    }
+
+
+def symbol_row(result: SymbolResult) -> dict[str, Any]:
+    return {
+        "symbol": result.symbol,
+        "sentiment": result.sentiment,
+        "confidence": result.confidence,
+        "direction": result.direction,
+        "reasoning": result.reasoning,
+        "signals": result.signals,
+        "technical_data": result.technical_data,
+        "news_count": result.news_count,
+    }
+
+
+def report_row(report: ReportRecord) -> dict[str, Any]:
+    return {
+        "report_type": report.report_type,
+        "report_date": report.report_date,
+        "content": report.content,
+        "html_snapshot": None,
+        "summary": report.summary,
+        "high_confidence_count": report.high_confidence_count,
+    }
+
+
+def missing_plan_tables(source: D1Source) -> list[str]:
+    """Plan tables or columns the database lacks, as `table` or `table.column`."""
+    names = {r[0] for r in source.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing: list[str] = []
+    for table, columns in PLAN_TABLES.items():
+        if table not in names:
+            missing.append(table)
+            continue
+        have = {r[1] for r in source.query(f"PRAGMA table_info({table})")}
+        missing.extend(f"{table}.{c}" for c in columns if c not in have)
+    return missing

@@ -1,0 +1,40 @@
+"""Where KV entries and D1 rows come from: local wrangler state, the REST API, a snapshot file.
+
+Each is a small protocol; the three implementations are interchangeable, so the diff never knows
+which one it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from verifier.model import KeyInfo, KvEntry
+
+
+class KvSource(Protocol):
+    """A Workers KV namespace, read-only."""
+
+    def iter_keys(self, prefix: str = "") -> Iterator[KeyInfo]:
+        """Every live key starting with `prefix`, in UTF-8 byte order of the key."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
+        """The entries of `keys`, in the order given; keys that no longer exist are left out."""
+        ...
+
+
+class D1Source(Protocol):
+    """A D1 database; `query` reads, `execute_batch` writes atomically."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of one SELECT, as tuples in the order of its columns."""
+        ...
+
+    def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run statements as one transaction; return the number of rows each changed."""
+        ...
+
+    def describe(self) -> str:
+        """Where this database is, for messages (never a secret)."""
+        ...

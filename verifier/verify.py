@@ -1,0 +1,156 @@
+"""One verification run: list and fetch KV, normalise, spool in natural-key order, diff with D1.
+
+KV lists in key order, which is not the model's (date, job type) order, so normalised records
+go to a temporary SQLite spool and come back sorted; memory stays bounded whatever the size
+of the namespace. D1 streams in that order directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from verifier.calendar import expected_jobs, today_et
+from verifier.d1 import iter_d1_jobs, missing_plan_tables
+from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, schedule_gaps
+from verifier.errors import D1SchemaError
+from verifier.model import Coverage, Finding, JobKey, KeyInfo, KvRecord, Window
+from verifier.normalise import InvalidPayload, normalise_entry
+from verifier.profile import KeyMatch, Profile
+from verifier.sources import D1Source, KvSource
+
+FETCH_BATCH = 400  # a multiple of the bulk-get limit (100), so requests stay at ⌈N/100⌉
+Progress = Callable[[str, int], None]
+
+SCHEMA_HINT = (
+    "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
+)
+
+
+class RecordSpool:
+    """Normalised KV records on disk, read back in (date, job type, run) order."""
+
+    def __init__(self, directory: Path | None = None):
+        self._dir = tempfile.TemporaryDirectory(prefix="kv2d1-spool-", dir=directory)
+        self._db = sqlite3.connect(Path(self._dir.name) / "spool.sqlite")
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE spool (date TEXT, job_type TEXT, run TEXT, seq INTEGER, record BLOB)"
+        )
+        self._seq = 0
+
+    def add_many(self, records: list[KvRecord]) -> None:
+        rows = []
+        for r in records:
+            self._seq += 1
+            k = r.job.key
+            rows.append((k.execution_date, k.job_type, k.run, self._seq, pickle.dumps(r, protocol=5)))
+        self._db.executemany("INSERT INTO spool VALUES (?, ?, ?, ?, ?)", rows)
+
+    def __iter__(self) -> Iterator[KvRecord]:
+        cursor = self._db.execute("SELECT record FROM spool ORDER BY date, job_type, run, seq")
+        for (blob,) in cursor:
+            yield pickle.loads(blob)
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+
+@dataclass
+class Verification:
+    """A verify run. Iterate `findings()` once; `coverage` fills in while it streams."""
+
+    kv: KvSource
+    d1: D1Source
+    profile: Profile
+    window: Window = field(default_factory=Window)
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    chunk_days: int | None = None
+    progress: Progress | None = None
+    d1_name: str = "<database>"
+    coverage: Coverage = field(default_factory=Coverage)
+
+    def findings(self) -> Iterator[Finding]:
+        self._check_schema()
+        spool = RecordSpool()
+        try:
+            ctx = DiffContext(self.now, self.coverage, ttl_of=self._ttls())
+            yield from self._load_kv(spool, ctx)
+            d1_jobs = iter_d1_jobs(self.d1, self.window, chunk_days=self.chunk_days)
+            yield from diff_streams(spool, d1_jobs, ctx)
+            yield from self._schedule_gaps(ctx)
+        finally:
+            spool.close()
+
+    def _check_schema(self) -> None:
+        missing = missing_plan_tables(self.d1)
+        if missing:
+            raise D1SchemaError(
+                f"D1 database {self.d1.describe()} lacks the plan's "
+                f"{', '.join(missing)}; {SCHEMA_HINT.format(db=self.d1_name)}"
+            )
+
+    def _ttls(self) -> dict[str, int]:
+        return {jt: self.profile.ttl_for(jt) for jt in self.profile.schedule}
+
+    def _load_kv(self, spool: RecordSpool, ctx: DiffContext) -> Iterator[Finding]:
+        batch: list[tuple[KeyInfo, KeyMatch]] = []
+        for info in self.kv.iter_keys():
+            self.coverage.keys_listed += 1
+            match = self.profile.match(info.name)
+            if match is None:
+                self.coverage.keys_skipped_by_pattern += 1
+            elif not self.window.contains(match.date):
+                self.coverage.keys_outside_window += 1
+            else:
+                batch.append((info, match))
+                if len(batch) >= FETCH_BATCH:
+                    yield from self._fetch(batch, spool, ctx)
+                    batch = []
+        if batch:
+            yield from self._fetch(batch, spool, ctx)
+
+    def _fetch(self, batch: list[tuple[KeyInfo, KeyMatch]], spool: RecordSpool, ctx: DiffContext) -> Iterator[Finding]:
+        matches = {info.name: match for info, match in batch}
+        records: list[KvRecord] = []
+        for entry in self.kv.get_many([info.name for info, _ in batch]):
+            match = matches[entry.key]
+            self.coverage.keys_matched += 1
+            result = normalise_entry(entry, match, self.profile)
+            if isinstance(result, InvalidPayload):
+                ctx.kv_invalid_groups.add((match.date, match.job_type))
+                key = JobKey(match.date, match.job_type, match.run)
+                yield invalid_payload_finding(entry.key, key, result.reason, result.expiration)
+                continue
+            records.append(result)
+            self._count(result, ctx)
+        spool.add_many(records)
+        if self.progress:
+            self.progress("kv", self.coverage.keys_matched)
+
+    def _count(self, record: KvRecord, ctx: DiffContext) -> None:
+        cov = self.coverage
+        cov.kv_records += 1
+        cov.kv_symbol_results += len(record.symbols)
+        cov.kv_reports += record.report is not None
+        cov.shapes[record.shape] = cov.shapes.get(record.shape, 0) + 1
+        job_type, date = record.job.key.job_type, record.job.key.execution_date
+        if date < ctx.kv_first_date.get(job_type, "9999"):
+            ctx.kv_first_date[job_type] = date
+
+    def _schedule_gaps(self, ctx: DiffContext) -> Iterator[Finding]:
+        seen = ctx.groups_seen | ctx.kv_invalid_groups
+        dates = sorted(d for d, _ in seen)
+        since = self.window.since or (dates[0] if dates else None)
+        yesterday = (dt.date.fromisoformat(today_et(self.now)) - dt.timedelta(days=1)).isoformat()
+        until = min(self.window.until or (dates[-1] if dates else yesterday), yesterday)
+        if since is None or since > until:
+            return
+        yield from schedule_gaps(expected_jobs(since, until, self.profile.schedule, self.profile.calendar), seen)

@@ -54,9 +54,17 @@ def collect(findings: Iterable[Finding]) -> tuple[list[Finding], Summary]:
     return kept, summary
 
 
+SOURCE_KEYS = (
+    "kind", "config", "env", "kv_binding", "kv_namespace_id", "d1_binding", "d1_database_id",
+    "d1_database_name", "persist_to", "snapshot",
+)
+
+
 def clean_source(source: dict[str, Any]) -> dict[str, Any]:
-    """The source block without anything that looks like a secret."""
-    return {k: v for k, v in source.items() if not any(w in k.lower() for w in SECRET_WORDS)}
+    """The source block with every schema key present and nothing that looks like a secret."""
+    block: dict[str, Any] = dict.fromkeys(SOURCE_KEYS)
+    block.update(source)
+    return {k: v for k, v in block.items() if not any(w in k.lower() for w in SECRET_WORDS)}
 
 
 def build_document(

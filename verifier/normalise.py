@@ -165,7 +165,7 @@ def _symbols_b(p: dict[str, Any], notes: list[str]) -> _Symbols:
             o, ("confidence_metrics", "overall_confidence"), ("enhanced_prediction", "confidence"),
             ("confidence",),
         )
-        if o.get("analysis_type") in FAILED_ANALYSIS_TYPES or confidence is None:
+        if _b_symbol_failed(o, confidence):
             failed += 1
         nested = get_path(o, "trading_signals")
         results.append(
@@ -186,6 +186,15 @@ def _symbols_b(p: dict[str, Any], notes: list[str]) -> _Symbols:
             )
         )
     return _Symbols(tuple(results), len(names), failed)
+
+
+def _b_symbol_failed(o: dict[str, Any], confidence: Any) -> bool:
+    """Shape B's failure markers, including the KV era's fake confidences (reference §7.2)."""
+    if o.get("analysis_type") in FAILED_ANALYSIS_TYPES or confidence is None:
+        return True
+    if get_path(o, "analysis_metadata", "fully_failed") is True:
+        return True
+    return get_path(o, "trading_signals", "signal_type") == "ERROR"
 
 
 def _symbols_d(p: dict[str, Any], notes: list[str]) -> _Symbols:
@@ -249,7 +258,8 @@ def _symbols_c(p: dict[str, Any], notes: list[str]) -> _Symbols:
         for s in entries
     )
     processed = _int(p.get("total_symbols")) or len(results)
-    return _Symbols(results, processed, max(processed - len(results), 0))
+    fallbacks = sum(1 for s in entries if s.get("analysis_type") in FAILED_ANALYSIS_TYPES)
+    return _Symbols(results, processed, max(processed - len(results), 0) + fallbacks)
 
 
 def _symbol_list(listed: Any, per_symbol: dict[str, Any]) -> list[str]:

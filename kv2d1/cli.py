@@ -67,26 +67,61 @@ def _now(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.da
 def common_options(func: F) -> F:
     """The options every data command shares, given after the command name as in wrangler."""
     options = [
-        click.option("--config", "config", type=click.Path(path_type=Path),
-                     help="wrangler.toml or wrangler.jsonc (default: the one in the current directory)."),
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(path_type=Path),
+            help="wrangler.toml or wrangler.jsonc (default: the one in the current directory).",
+        ),
         click.option("--env", help="A wrangler environment section."),
-        click.option("--kv-binding", help="KV binding to compare (default: the only one, or the profile's)."),
-        click.option("--d1-binding", help="D1 binding to compare (default: the only one, or the profile's)."),
-        click.option("--local/--remote", "local", default=True,
-                     help="Local wrangler state (default) or the Cloudflare REST API."),
-        click.option("--persist-to", type=click.Path(path_type=Path),
-                     help="Directory of wrangler's local state (as wrangler's --persist-to)."),
-        click.option("--preview/--no-preview", default=None,
-                     help="Use the KV binding's preview_id (as `wrangler kv key --preview`)."),
-        click.option("--snapshot", type=click.Path(path_type=Path),
-                     help="Read both sides from a snapshot file instead of live sources."),
-        click.option("--since", callback=_date, help="First business date of the window (YYYY-MM-DD)."),
-        click.option("--until", callback=_date, help="Last business date of the window (YYYY-MM-DD)."),
-        click.option("--format", "fmt", type=click.Choice([f.value for f in OutputFormat]),
-                     help="Output format (default: text on a terminal, else by -o's extension, else json)."),
-        click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE."),
-        click.option("--profile", default="default", show_default=True,
-                     help="Key-pattern profile: a name under schema/profiles/ or a path."),
+        click.option(
+            "--kv-binding", help="KV binding to compare (default: the only one, or the profile's)."
+        ),
+        click.option(
+            "--d1-binding", help="D1 binding to compare (default: the only one, or the profile's)."
+        ),
+        click.option(
+            "--local/--remote",
+            "local",
+            default=True,
+            help="Local wrangler state (default) or the Cloudflare REST API.",
+        ),
+        click.option(
+            "--persist-to",
+            type=click.Path(path_type=Path),
+            help="Directory of wrangler's local state (as wrangler's --persist-to).",
+        ),
+        click.option(
+            "--preview/--no-preview",
+            default=None,
+            help="Use the KV binding's preview_id (as `wrangler kv key --preview`).",
+        ),
+        click.option(
+            "--snapshot",
+            type=click.Path(path_type=Path),
+            help="Read both sides from a snapshot file instead of live sources.",
+        ),
+        click.option(
+            "--since", callback=_date, help="First business date of the window (YYYY-MM-DD)."
+        ),
+        click.option(
+            "--until", callback=_date, help="Last business date of the window (YYYY-MM-DD)."
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice([f.value for f in OutputFormat]),
+            help="Output format (default: text on a terminal, else by -o's extension, else json).",
+        ),
+        click.option(
+            "-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE."
+        ),
+        click.option(
+            "--profile",
+            default="default",
+            show_default=True,
+            help="Key-pattern profile: a name under schema/profiles/ or a path.",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
         click.option("--now", callback=_now, hidden=True, help="Pretend the time is this (tests)."),
     ]
@@ -103,11 +138,20 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
         raise click.UsageError("--snapshot reads a file; it cannot be combined with --remote")
     fmt = kw.pop("fmt")
     return CommonOptions(
-        config=kw.pop("config"), env=kw.pop("env"), kv_binding=kw.pop("kv_binding"),
-        d1_binding=kw.pop("d1_binding"), remote=not kw.pop("local"), persist_to=kw.pop("persist_to"),
-        snapshot=kw.pop("snapshot"), preview=kw.pop("preview"), window=Window(since, until),
-        fmt=OutputFormat(fmt) if fmt else None, output=kw.pop("output"), profile=kw.pop("profile"),
-        quiet=kw.pop("quiet"), now=kw.pop("now"),
+        config=kw.pop("config"),
+        env=kw.pop("env"),
+        kv_binding=kw.pop("kv_binding"),
+        d1_binding=kw.pop("d1_binding"),
+        remote=not kw.pop("local"),
+        persist_to=kw.pop("persist_to"),
+        snapshot=kw.pop("snapshot"),
+        preview=kw.pop("preview"),
+        window=Window(since, until),
+        fmt=OutputFormat(fmt) if fmt else None,
+        output=kw.pop("output"),
+        profile=kw.pop("profile"),
+        quiet=kw.pop("quiet"),
+        now=kw.pop("now"),
     )
 
 
@@ -160,8 +204,9 @@ class OpenedSources:
 
 def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = False) -> OpenedSources:
     """The KV and D1 sources the options name: a snapshot, the REST API, or local state."""
-    from kv2d1.config import load_wrangler_config
     from verifier.sources.local import open_local_sources
+
+    from kv2d1.config import load_wrangler_config
 
     if opts.snapshot is not None:
         from verifier.sources.snapshot import open_snapshot_sources
@@ -177,10 +222,16 @@ def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = Fals
         kv, d1, source = open_remote_sources(config, kv_binding=kv_name, d1_binding=d1_name)
         return OpenedSources(kv, d1, source, source.get("d1_database_name") or "<db>", chunk_days=7)
     kv, d1, source = open_local_sources(
-        config, kv_binding=kv_name, d1_binding=d1_name, persist_to=opts.persist_to,
-        preview=opts.preview, writable=writable,
+        config,
+        kv_binding=kv_name,
+        d1_binding=d1_name,
+        persist_to=opts.persist_to,
+        preview=opts.preview,
+        writable=writable,
     )
-    return OpenedSources(kv, d1, source, source.get("d1_database_name") or source.get("d1_binding") or "<db>")
+    return OpenedSources(
+        kv, d1, source, source.get("d1_database_name") or source.get("d1_binding") or "<db>"
+    )
 
 
 def _default_binding(bindings: tuple[Any, ...], preferred: str | None) -> str | None:
@@ -226,9 +277,14 @@ def verify(**kw: Any) -> None:
     profile = load_profile(opts.profile)
     opened = open_sources(opts, profile)
     verification = Verification(
-        kv=opened.kv, d1=opened.d1, profile=profile, window=opts.window,
-        now=opts.now or dt.datetime.now(dt.UTC), chunk_days=opened.chunk_days,
-        progress=_progress(opts), d1_name=opened.d1_name,
+        kv=opened.kv,
+        d1=opened.d1,
+        profile=profile,
+        window=opts.window,
+        now=opts.now or dt.datetime.now(dt.UTC),
+        chunk_days=opened.chunk_days,
+        progress=_progress(opts),
+        d1_name=opened.d1_name,
     )
     doc, _, summary = verify_document(verification, source=opened.source)
     emit(doc, opts)
@@ -240,7 +296,12 @@ def _load_optional_commands() -> None:
     """Commands that live in their own modules register themselves on `main`."""
     import importlib
 
-    for module in ("kv2d1.cmd_backfill", "kv2d1.cmd_snapshot", "kv2d1.cmd_report", "kv2d1.cmd_demo"):
+    for module in (
+        "kv2d1.cmd_backfill",
+        "kv2d1.cmd_snapshot",
+        "kv2d1.cmd_report",
+        "kv2d1.cmd_demo",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

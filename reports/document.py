@@ -55,8 +55,16 @@ def collect(findings: Iterable[Finding]) -> tuple[list[Finding], Summary]:
 
 
 SOURCE_KEYS = (
-    "kind", "config", "env", "kv_binding", "kv_namespace_id", "d1_binding", "d1_database_id",
-    "d1_database_name", "persist_to", "snapshot",
+    "kind",
+    "config",
+    "env",
+    "kv_binding",
+    "kv_namespace_id",
+    "d1_binding",
+    "d1_database_id",
+    "d1_database_name",
+    "persist_to",
+    "snapshot",
 )
 
 

@@ -38,7 +38,7 @@ def _renderers() -> dict[OutputFormat, Callable[[dict[str, Any]], str]]:
         OutputFormat.JSON: render_json,
     }
     try:  # richer formats arrive with the report command
-        from reports.formats import EXTRA_RENDERERS
+        from reports.formats import EXTRA_RENDERERS  # type: ignore[import-not-found,unused-ignore]
 
         renderers.update(EXTRA_RENDERERS)
     except ImportError:

@@ -48,10 +48,14 @@ def _coverage(cov: dict[str, Any]) -> str:
         ["  matched a pattern, in window", cov["keys_matched"]],
         ["  outside the window", cov["keys_outside_window"]],
         ["  skipped by pattern", cov["keys_skipped_by_pattern"]],
-        ["KV records (jobs / symbol results / reports)",
-         f"{cov['kv_records']} / {cov['kv_symbol_results']} / {cov['kv_reports']}"],
-        ["D1 rows (executions / symbol results / reports)",
-         f"{cov['d1_executions']} / {cov['d1_symbol_results']} / {cov['d1_reports']}"],
+        [
+            "KV records (jobs / symbol results / reports)",
+            f"{cov['kv_records']} / {cov['kv_symbol_results']} / {cov['kv_reports']}",
+        ],
+        [
+            "D1 rows (executions / symbol results / reports)",
+            f"{cov['d1_executions']} / {cov['d1_symbol_results']} / {cov['d1_reports']}",
+        ],
         ["KV records matched in D1", cov["records_matched"]],
     ]
     rules = ", ".join(f"{k} {v}" for k, v in cov.get("equal_by_rule", {}).items())

@@ -98,9 +98,8 @@ def compare_numbers(a: Any, b: Any) -> tuple[bool, str | None]:
     if a == b:
         same_type = type(a) is type(b)
         return True, None if same_type else "numeric_type"
-    if isinstance(a, float) or isinstance(b, float):
-        if floats_close(float(a), float(b)):
-            return True, "float_rel_1e-9"
+    if (isinstance(a, float) or isinstance(b, float)) and floats_close(float(a), float(b)):
+        return True, "float_rel_1e-9"
     return False, None
 
 

@@ -68,8 +68,8 @@ REPORT_COLUMNS = (
 )
 PLAN_TABLES = {
     Table.JOB_EXECUTIONS: JOB_COLUMNS,
-    Table.ANALYSIS_RESULTS: SYMBOL_COLUMNS[1:] + ("execution_id",),
-    Table.REPORT_SNAPSHOTS: REPORT_COLUMNS[1:] + ("execution_id",),
+    Table.ANALYSIS_RESULTS: (*SYMBOL_COLUMNS[1:], "execution_id"),
+    Table.REPORT_SNAPSHOTS: (*REPORT_COLUMNS[1:], "execution_id"),
 }
 _ORDER = "je.execution_date, je.job_type, je.execution_time, je.id"
 JOB_TYPES = frozenset(t.value for t in JobType)
@@ -87,7 +87,9 @@ def _where(window: Window) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _select(columns: tuple[str, ...], table: str, alias: str, window: Window) -> tuple[str, list[Any]]:
+def _select(
+    columns: tuple[str, ...], table: str, alias: str, window: Window
+) -> tuple[str, list[Any]]:
     where, params = _where(window)
     cols = ", ".join(f"{alias}.{c}" for c in columns)
     if table == Table.JOB_EXECUTIONS:
@@ -115,7 +117,9 @@ def date_chunks(source: D1Source, window: Window, chunk_days: int | None) -> lis
     return chunks
 
 
-def iter_d1_jobs(source: D1Source, window: Window, *, chunk_days: int | None = None) -> Iterator[D1Job]:
+def iter_d1_jobs(
+    source: D1Source, window: Window, *, chunk_days: int | None = None
+) -> Iterator[D1Job]:
     """Every execution in the window with its children, in natural-key order of (date, type)."""
     for chunk in date_chunks(source, window, chunk_days):
         yield from _iter_chunk(source, chunk)
@@ -123,8 +127,12 @@ def iter_d1_jobs(source: D1Source, window: Window, *, chunk_days: int | None = N
 
 def _iter_chunk(source: D1Source, window: Window) -> Iterator[D1Job]:
     jobs = source.query(*_select(JOB_COLUMNS, Table.JOB_EXECUTIONS, "je", window))
-    symbols = _Lookahead(source.query(*_select(SYMBOL_COLUMNS, Table.ANALYSIS_RESULTS, "ar", window)))
-    reports = _Lookahead(source.query(*_select(REPORT_COLUMNS, Table.REPORT_SNAPSHOTS, "rs", window)))
+    symbols = _Lookahead(
+        source.query(*_select(SYMBOL_COLUMNS, Table.ANALYSIS_RESULTS, "ar", window))
+    )
+    reports = _Lookahead(
+        source.query(*_select(REPORT_COLUMNS, Table.REPORT_SNAPSHOTS, "rs", window))
+    )
     for row in jobs:
         row_id = row[0]
         yield build_d1_job(row, symbols.take(row_id), reports.take(row_id))
@@ -196,10 +204,24 @@ def run_of(execution_time: Any) -> str | None:
     return et_run_time(instant) if instant else None
 
 
-def build_d1_job(row: tuple[Any, ...], symbol_rows: list[tuple[Any, ...]], report_rows: list[tuple[Any, ...]]) -> D1Job:
+def build_d1_job(
+    row: tuple[Any, ...], symbol_rows: list[tuple[Any, ...]], report_rows: list[tuple[Any, ...]]
+) -> D1Job:
     problems: list[RowProblem] = []
     c = _Checker(Table.JOB_EXECUTIONS, row[0], problems)
-    (row_id, job_type, date, exec_time, status, duration, processed, successful, failed, error, metadata) = row
+    (
+        row_id,
+        job_type,
+        date,
+        exec_time,
+        status,
+        duration,
+        processed,
+        successful,
+        failed,
+        error,
+        metadata,
+    ) = row
     job_type = c.enum("job_type", job_type, JOB_TYPES)
     if not is_date(date):
         c.flag("execution_date", date, "execution_date should be YYYY-MM-DD")

@@ -55,7 +55,12 @@ class DiffContext:
 
 
 def finding(
-    category: Category, natural_key: str, message: str, *, id_parts: Iterable[str | None] = (), **kw: Any
+    category: Category,
+    natural_key: str,
+    message: str,
+    *,
+    id_parts: Iterable[str | None] = (),
+    **kw: Any,
 ) -> Finding:
     fid = stable_id(category.value, natural_key, *id_parts)
     return Finding(fid, category, SEVERITY_OF[category], natural_key, message, **kw)
@@ -106,7 +111,9 @@ def merge_groups(
             kv_next, d1_next = next(kv_groups, None), next(d1_groups, None)
 
 
-def diff_streams(kv: Iterable[KvRecord], d1: Iterable[D1Job], ctx: DiffContext) -> Iterator[Finding]:
+def diff_streams(
+    kv: Iterable[KvRecord], d1: Iterable[D1Job], ctx: DiffContext
+) -> Iterator[Finding]:
     for group, kv_records, d1_jobs in merge_groups(kv, d1):
         ctx.groups_seen.add(group)
         yield from diff_group(group, kv_records, d1_jobs, ctx)
@@ -150,7 +157,9 @@ def _with_status(record: KvRecord, status: str | None) -> KvRecord:
     return dataclasses.replace(record, job=dataclasses.replace(record.job, status=status))
 
 
-def diff_group(group: GroupKey, kv: list[KvRecord], d1: list[D1Job], ctx: DiffContext) -> Iterator[Finding]:
+def diff_group(
+    group: GroupKey, kv: list[KvRecord], d1: list[D1Job], ctx: DiffContext
+) -> Iterator[Finding]:
     for job in d1:
         yield from (_invalid_row(job, p) for p in job.problems)
     ctx.coverage.d1_executions += len(d1)
@@ -191,8 +200,14 @@ def _should_have_kv(group: GroupKey, kv_tracks_runs: bool, ctx: DiffContext) -> 
 def _invalid_row(job: D1Job, p: RowProblem) -> Finding:
     nk = f"{p.table}#{p.row_id}"
     return finding(
-        Category.INVALID_D1_ROW, nk, f"{p.table} row {p.row_id}: {p.reason}",
-        id_parts=(p.field,), table=p.table, row_id=p.row_id, field=p.field, d1_value=_preview(p.value),
+        Category.INVALID_D1_ROW,
+        nk,
+        f"{p.table} row {p.row_id}: {p.reason}",
+        id_parts=(p.field,),
+        table=p.table,
+        row_id=p.row_id,
+        field=p.field,
+        d1_value=_preview(p.value),
     )
 
 
@@ -202,43 +217,69 @@ def _duplicates(by_run: dict[str, list[D1Job]]) -> Iterator[Finding]:
             key = jobs[0].job.key
             ids = [j.row_id for j in jobs]
             yield finding(
-                Category.DUPLICATE_IN_D1, str(key),
+                Category.DUPLICATE_IN_D1,
+                str(key),
                 f"{len(jobs)} job_executions rows for {key}: ids {ids}",
-                id_parts=(Table.JOB_EXECUTIONS,), table=Table.JOB_EXECUTIONS, row_id=ids[1], d1_value=ids,
+                id_parts=(Table.JOB_EXECUTIONS,),
+                table=Table.JOB_EXECUTIONS,
+                row_id=ids[1],
+                d1_value=ids,
             )
 
 
 def _orphan_job(job: D1Job) -> Finding:
     key = job.job.key
     return finding(
-        Category.ORPHAN_IN_D1, str(key),
+        Category.ORPHAN_IN_D1,
+        str(key),
         f"job_executions row {job.row_id} ({key}) has no KV record though its key should still exist",
-        id_parts=(Table.JOB_EXECUTIONS,), table=Table.JOB_EXECUTIONS, row_id=job.row_id,
+        id_parts=(Table.JOB_EXECUTIONS,),
+        table=Table.JOB_EXECUTIONS,
+        row_id=job.row_id,
     )
 
 
-def _missing(record: KvRecord, table: Table, natural_key: str, what: str, ctx: DiffContext) -> Finding:
+def _missing(
+    record: KvRecord, table: Table, natural_key: str, what: str, ctx: DiffContext
+) -> Finding:
     category = Category.MISSING_IN_D1
     expires = record.expiration
-    if expires is not None and dt.datetime.fromtimestamp(expires, dt.UTC) - ctx.now < EXPIRING_WITHIN:
+    if (
+        expires is not None
+        and dt.datetime.fromtimestamp(expires, dt.UTC) - ctx.now < EXPIRING_WITHIN
+    ):
         category = Category.EXPIRING_SOON
         what += f"; its KV key expires at {dt.datetime.fromtimestamp(expires, dt.UTC):%Y-%m-%d %H:%M} UTC"
     fid = stable_id(Category.MISSING_IN_D1.value, natural_key, table)
     return Finding(
-        fid, category, SEVERITY_OF[category], natural_key, what,
-        kv_key=record.kv_key, table=table, shape=record.shape, expiration=expires, record=record,
+        fid,
+        category,
+        SEVERITY_OF[category],
+        natural_key,
+        what,
+        kv_key=record.kv_key,
+        table=table,
+        shape=record.shape,
+        expiration=expires,
+        record=record,
     )
 
 
-def _compare_job(record: KvRecord, d1_jobs: list[D1Job] | None, ctx: DiffContext) -> Iterator[Finding]:
+def _compare_job(
+    record: KvRecord, d1_jobs: list[D1Job] | None, ctx: DiffContext
+) -> Iterator[Finding]:
     key = record.job.key
     if not d1_jobs:
-        yield _missing(record, Table.JOB_EXECUTIONS, str(key), f"{key} (KV {record.kv_key}) is not in D1", ctx)
+        yield _missing(
+            record, Table.JOB_EXECUTIONS, str(key), f"{key} (KV {record.kv_key}) is not in D1", ctx
+        )
         return
     d1 = d1_jobs[0]
     ctx.coverage.records_matched += 1
     fields = ("status",) if record.status_only else JOB_COMPARED_FIELDS
-    yield from _compare_fields(record, str(key), Table.JOB_EXECUTIONS, d1.row_id, record.job, d1.job, fields, ctx)
+    yield from _compare_fields(
+        record, str(key), Table.JOB_EXECUTIONS, d1.row_id, record.job, d1.job, fields, ctx
+    )
     if record.status_only:
         return
     if record.report is None:
@@ -248,8 +289,14 @@ def _compare_job(record: KvRecord, d1_jobs: list[D1Job] | None, ctx: DiffContext
 
 
 def _compare_fields(
-    record: KvRecord, natural_key: str, table: Table, row_id: int,
-    kv_obj: Any, d1_obj: Any, fields: Iterable[str], ctx: DiffContext,
+    record: KvRecord,
+    natural_key: str,
+    table: Table,
+    row_id: int,
+    kv_obj: Any,
+    d1_obj: Any,
+    fields: Iterable[str],
+    ctx: DiffContext,
 ) -> Iterator[Finding]:
     for name in fields:
         kv_value, d1_value = getattr(kv_obj, name), getattr(d1_obj, name)
@@ -260,11 +307,21 @@ def _compare_fields(
             continue
         message = f"{table}.{name} differs for {natural_key}: KV {_preview(kv_value)!r} vs D1 {_preview(d1_value)!r}"
         if name in JSON_FIELDS and isinstance(kv_value, str) and isinstance(d1_value, str):
-            message = f"{table}.{name} differs for {natural_key}: {_explain_json(kv_value, d1_value)}"
+            message = (
+                f"{table}.{name} differs for {natural_key}: {_explain_json(kv_value, d1_value)}"
+            )
         yield finding(
-            Category.FIELD_MISMATCH, natural_key, message, id_parts=(table, name),
-            kv_key=record.kv_key, table=table, row_id=row_id, field=name, shape=record.shape,
-            kv_value=_preview(kv_value), d1_value=_preview(d1_value),
+            Category.FIELD_MISMATCH,
+            natural_key,
+            message,
+            id_parts=(table, name),
+            kv_key=record.kv_key,
+            table=table,
+            row_id=row_id,
+            field=name,
+            shape=record.shape,
+            kv_value=_preview(kv_value),
+            d1_value=_preview(d1_value),
         )
 
 
@@ -277,23 +334,46 @@ def _compare_symbols(record: KvRecord, d1: D1Job, ctx: DiffContext) -> Iterator[
         nk = f"{job_key}/{result.symbol}"
         rows = d1_by_symbol.pop(result.symbol, [])
         if not rows:
-            yield _missing(record, Table.ANALYSIS_RESULTS, nk, f"symbol result {nk} (KV {record.kv_key}) is not in D1", ctx)
+            yield _missing(
+                record,
+                Table.ANALYSIS_RESULTS,
+                nk,
+                f"symbol result {nk} (KV {record.kv_key}) is not in D1",
+                ctx,
+            )
             continue
         if len(rows) > 1:
             ids = [r.row_id for r in rows]
             yield finding(
-                Category.DUPLICATE_IN_D1, nk, f"{len(rows)} analysis_results rows for {nk}: ids {ids}",
-                id_parts=(Table.ANALYSIS_RESULTS,), table=Table.ANALYSIS_RESULTS, row_id=ids[1], d1_value=ids,
+                Category.DUPLICATE_IN_D1,
+                nk,
+                f"{len(rows)} analysis_results rows for {nk}: ids {ids}",
+                id_parts=(Table.ANALYSIS_RESULTS,),
+                table=Table.ANALYSIS_RESULTS,
+                row_id=ids[1],
+                d1_value=ids,
                 kv_key=record.kv_key,
             )
         yield from _compare_fields(
-            record, nk, Table.ANALYSIS_RESULTS, rows[0].row_id, result, rows[0].result, SYMBOL_COMPARED_FIELDS, ctx
+            record,
+            nk,
+            Table.ANALYSIS_RESULTS,
+            rows[0].row_id,
+            result,
+            rows[0].result,
+            SYMBOL_COMPARED_FIELDS,
+            ctx,
         )
     for symbol, rows in sorted(d1_by_symbol.items()):
         nk = f"{job_key}/{symbol}"
         yield finding(
-            Category.ORPHAN_IN_D1, nk, f"analysis_results row {rows[0].row_id} ({nk}) is not in KV {record.kv_key}",
-            id_parts=(Table.ANALYSIS_RESULTS,), table=Table.ANALYSIS_RESULTS, row_id=rows[0].row_id, kv_key=record.kv_key,
+            Category.ORPHAN_IN_D1,
+            nk,
+            f"analysis_results row {rows[0].row_id} ({nk}) is not in KV {record.kv_key}",
+            id_parts=(Table.ANALYSIS_RESULTS,),
+            table=Table.ANALYSIS_RESULTS,
+            row_id=rows[0].row_id,
+            kv_key=record.kv_key,
         )
 
 
@@ -303,17 +383,35 @@ def _compare_report(record: KvRecord, d1: D1Job, ctx: DiffContext) -> Iterator[F
     nk = f"{record.job.key}/report:{report.report_type}"
     rows = [r for r in d1.reports if r.report.report_type == report.report_type]
     if not rows:
-        yield _missing(record, Table.REPORT_SNAPSHOTS, nk, f"report snapshot {nk} (KV {record.kv_key}) is not in D1", ctx)
+        yield _missing(
+            record,
+            Table.REPORT_SNAPSHOTS,
+            nk,
+            f"report snapshot {nk} (KV {record.kv_key}) is not in D1",
+            ctx,
+        )
         return
     if len(rows) > 1:
         ids = [r.row_id for r in rows]
         yield finding(
-            Category.DUPLICATE_IN_D1, nk, f"{len(rows)} report_snapshots rows for {nk}: ids {ids}",
-            id_parts=(Table.REPORT_SNAPSHOTS,), table=Table.REPORT_SNAPSHOTS, row_id=ids[1], d1_value=ids,
+            Category.DUPLICATE_IN_D1,
+            nk,
+            f"{len(rows)} report_snapshots rows for {nk}: ids {ids}",
+            id_parts=(Table.REPORT_SNAPSHOTS,),
+            table=Table.REPORT_SNAPSHOTS,
+            row_id=ids[1],
+            d1_value=ids,
             kv_key=record.kv_key,
         )
     yield from _compare_fields(
-        record, nk, Table.REPORT_SNAPSHOTS, rows[0].row_id, report, rows[0].report, REPORT_COMPARED_FIELDS, ctx
+        record,
+        nk,
+        Table.REPORT_SNAPSHOTS,
+        rows[0].row_id,
+        report,
+        rows[0].report,
+        REPORT_COMPARED_FIELDS,
+        ctx,
     )
 
 
@@ -323,13 +421,20 @@ def schedule_gaps(expected: Iterable[tuple[str, str]], seen: set[GroupKey]) -> I
         if (date, job_type) not in seen:
             key = JobKey(date, job_type, LATEST)
             yield finding(
-                Category.SCHEDULE_GAP, str(key),
+                Category.SCHEDULE_GAP,
+                str(key),
                 f"no {job_type} job on {date} in KV or D1, though the schedule expects one",
             )
 
 
-def invalid_payload_finding(kv_key: str, job_key: JobKey, reason: str, expiration: int | None) -> Finding:
+def invalid_payload_finding(
+    kv_key: str, job_key: JobKey, reason: str, expiration: int | None
+) -> Finding:
     return finding(
-        Category.INVALID_KV_PAYLOAD, str(job_key), f"KV {kv_key}: {reason}",
-        id_parts=(kv_key,), kv_key=kv_key, expiration=expiration,
+        Category.INVALID_KV_PAYLOAD,
+        str(job_key),
+        f"KV {kv_key}: {reason}",
+        id_parts=(kv_key,),
+        kv_key=kv_key,
+        expiration=expiration,
     )

@@ -12,8 +12,8 @@ Natural keys
 
 from __future__ import annotations
 
-import enum
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -162,7 +162,9 @@ def _symbols_b(p: dict[str, Any], notes: list[str]) -> _Symbols:
             failed += 1
             continue
         confidence = first_present(
-            o, ("confidence_metrics", "overall_confidence"), ("enhanced_prediction", "confidence"),
+            o,
+            ("confidence_metrics", "overall_confidence"),
+            ("enhanced_prediction", "confidence"),
             ("confidence",),
         )
         if _b_symbol_failed(o, confidence):
@@ -173,7 +175,9 @@ def _symbols_b(p: dict[str, Any], notes: list[str]) -> _Symbols:
                 symbol=name,
                 sentiment=_text(get_path(o, "sentiment_layers", 0, "sentiment")),
                 confidence=_confidence(confidence, notes, name),
-                direction=_text(first_present(o, ("direction",), ("trading_signals", "primary_direction"))),
+                direction=_text(
+                    first_present(o, ("direction",), ("trading_signals", "primary_direction"))
+                ),
                 reasoning=_text(
                     first_present(
                         o,
@@ -182,7 +186,9 @@ def _symbols_b(p: dict[str, Any], notes: list[str]) -> _Symbols:
                     )
                 ),
                 signals=_json_or_none([nested] if isinstance(nested, dict) else None),
-                news_count=_int(get_path(o, "sentiment_layers", 0, "detailed_analysis", "articles_analyzed")),
+                news_count=_int(
+                    get_path(o, "sentiment_layers", 0, "detailed_analysis", "articles_analyzed")
+                ),
             )
         )
     return _Symbols(tuple(results), len(names), failed)
@@ -194,7 +200,7 @@ def _b_symbol_failed(o: dict[str, Any], confidence: Any) -> bool:
         return True
     if get_path(o, "analysis_metadata", "fully_failed") is True:
         return True
-    return get_path(o, "trading_signals", "signal_type") == "ERROR"
+    return bool(get_path(o, "trading_signals", "signal_type") == "ERROR")
 
 
 def _symbols_d(p: dict[str, Any], notes: list[str]) -> _Symbols:
@@ -206,8 +212,11 @@ def _symbols_d(p: dict[str, Any], notes: list[str]) -> _Symbols:
         if not isinstance(o, dict):
             failed += 1
             continue
-        signal = o.get("signal") if isinstance(o.get("signal"), dict) else {}
-        confidence = first_present(o, ("signal", "confidence"), ("sentiment_layers", 0, "confidence"))
+        raw_signal = o.get("signal")
+        signal: dict[str, Any] = raw_signal if isinstance(raw_signal, dict) else {}
+        confidence = first_present(
+            o, ("signal", "confidence"), ("sentiment_layers", 0, "confidence")
+        )
         if o.get("status") in FAILED_SYMBOL_STATUSES or signal.get("confidence") is None:
             failed += 1
         results.append(
@@ -247,7 +256,11 @@ def _symbols_e(p: dict[str, Any], notes: list[str]) -> _Symbols:
 
 
 def _symbols_c(p: dict[str, Any], notes: list[str]) -> _Symbols:
-    entries = [s for s in p.get("symbols") or [] if isinstance(s, dict) and isinstance(s.get("symbol"), str)]
+    entries = [
+        s
+        for s in p.get("symbols") or []
+        if isinstance(s, dict) and isinstance(s.get("symbol"), str)
+    ]
     results = tuple(
         SymbolResult(
             symbol=s["symbol"],
@@ -349,7 +362,9 @@ def _report_status(shape: str, p: dict[str, Any], profile: Profile) -> str:
     return "success"  # a report that exists was produced by a run that finished
 
 
-def _build_report(entry: KvEntry, match: KeyMatch, profile: Profile, shape: str, p: Any) -> KvRecord:
+def _build_report(
+    entry: KvEntry, match: KeyMatch, profile: Profile, shape: str, p: Any
+) -> KvRecord:
     processed = _int(p.get("symbols_analyzed")) if isinstance(p, dict) else None
     high = first_present(p, ("high_confidence_count",), ("high_confidence_signals",))
     job = JobRecord(
@@ -367,7 +382,9 @@ def _build_report(entry: KvEntry, match: KeyMatch, profile: Profile, shape: str,
     return _record(entry, shape, job, report=report)
 
 
-def _build_status(entry: KvEntry, match: KeyMatch, profile: Profile, shape: str, p: Any) -> KvRecord:
+def _build_status(
+    entry: KvEntry, match: KeyMatch, profile: Profile, shape: str, p: Any
+) -> KvRecord:
     raw = p.get("status") if isinstance(p, dict) else None
     status = profile.status_map.get(raw) if isinstance(raw, str) else None
     notes = [] if status else [f"status {raw!r} is not representable in D1; ignored"]

@@ -27,9 +27,7 @@ from verifier.sources import D1Source, KvSource
 FETCH_BATCH = 400  # a multiple of the bulk-get limit (100), so requests stay at ⌈N/100⌉
 Progress = Callable[[str, int], None]
 
-SCHEMA_HINT = (
-    "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
-)
+SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
 
 
 class RecordSpool:
@@ -50,7 +48,9 @@ class RecordSpool:
         for r in records:
             self._seq += 1
             k = r.job.key
-            rows.append((k.execution_date, k.job_type, k.run, self._seq, pickle.dumps(r, protocol=5)))
+            rows.append(
+                (k.execution_date, k.job_type, k.run, self._seq, pickle.dumps(r, protocol=5))
+            )
         self._db.executemany("INSERT INTO spool VALUES (?, ?, ?, ?, ?)", rows)
 
     def __iter__(self) -> Iterator[KvRecord]:
@@ -117,7 +117,9 @@ class Verification:
         if batch:
             yield from self._fetch(batch, spool, ctx)
 
-    def _fetch(self, batch: list[tuple[KeyInfo, KeyMatch]], spool: RecordSpool, ctx: DiffContext) -> Iterator[Finding]:
+    def _fetch(
+        self, batch: list[tuple[KeyInfo, KeyMatch]], spool: RecordSpool, ctx: DiffContext
+    ) -> Iterator[Finding]:
         matches = {info.name: match for info, match in batch}
         records: list[KvRecord] = []
         for entry in self.kv.get_many([info.name for info, _ in batch]):
@@ -153,4 +155,6 @@ class Verification:
         until = min(self.window.until or (dates[-1] if dates else yesterday), yesterday)
         if since is None or since > until:
             return
-        yield from schedule_gaps(expected_jobs(since, until, self.profile.schedule, self.profile.calendar), seen)
+        yield from schedule_gaps(
+            expected_jobs(since, until, self.profile.schedule, self.profile.calendar), seen
+        )

@@ -7,8 +7,14 @@ from hypothesis import strategies as st
 from verifier.canonical import canonical_json, compare_field, parse_json_text, stable_id
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -42,7 +48,9 @@ def test_canonical_json_ignores_key_order_and_whitespace() -> None:
         ("status", None, None, True, None),
     ],
 )
-def test_compare_field_names_its_rule(field: str, kv: object, d1: object, equal: bool, rule: str | None) -> None:
+def test_compare_field_names_its_rule(
+    field: str, kv: object, d1: object, equal: bool, rule: str | None
+) -> None:
     assert compare_field(field, kv, d1) == (equal, rule)
 
 

@@ -38,8 +38,17 @@ def to_d1(record: KvRecord, row_id: int) -> D1Job:
     reports = []
     if record.report is not None:
         r = report_row(record.report)
-        reports.append((row_id, row_id * 100 + 99, r["report_type"], r["report_date"], r["content"],
-                        r["summary"], r["high_confidence_count"]))
+        reports.append(
+            (
+                row_id,
+                row_id * 100 + 99,
+                r["report_type"],
+                r["report_date"],
+                r["content"],
+                r["summary"],
+                r["high_confidence_count"],
+            )
+        )
     return build_d1_job(job_tuple, symbols, reports)
 
 
@@ -49,7 +58,9 @@ def run_diff(kv: list[KvRecord], d1: list[D1Job]) -> list[Finding]:
         first = ctx.kv_first_date.get(r.job.key.job_type, "9999")
         ctx.kv_first_date[r.job.key.job_type] = min(first, r.job.key.execution_date)
     kv_sorted = sorted(kv, key=lambda r: (r.job.key, r.kv_key))
-    d1_sorted = sorted(d1, key=lambda j: (j.job.key.execution_date, j.job.key.job_type, j.job.execution_time or ""))
+    d1_sorted = sorted(
+        d1, key=lambda j: (j.job.key.execution_date, j.job.key.job_type, j.job.execution_time or "")
+    )
     return list(diff_streams(kv_sorted, d1_sorted, ctx))
 
 
@@ -113,10 +124,18 @@ def test_finding_ids_do_not_depend_on_order_or_run(records: list[KvRecord], rnd:
 
 
 def _record(date: str = "2026-11-16", run: str = LATEST, **job: Any) -> KvRecord:
-    symbols = (SymbolResult("AAPL", "bullish", 0.82, "up", "beat", None, None, 12),
-               SymbolResult("MSFT", "bearish", 0.64, "down", None, None, None, 2))
-    record = JobRecord(JobKey(date, "analysis", run), status="success", symbols_processed=2,
-                       symbols_successful=2, symbols_failed=0, **job)
+    symbols = (
+        SymbolResult("AAPL", "bullish", 0.82, "up", "beat", None, None, 12),
+        SymbolResult("MSFT", "bearish", 0.64, "down", None, None, None, 2),
+    )
+    record = JobRecord(
+        JobKey(date, "analysis", run),
+        status="success",
+        symbols_processed=2,
+        symbols_successful=2,
+        symbols_failed=0,
+        **job,
+    )
     key = f"analysis_{date}" + ("" if run == LATEST else f"_{run}")
     return KvRecord(key, "B", record, symbols)
 
@@ -141,7 +160,9 @@ def test_each_category_from_one_defect() -> None:
 
 
 def test_expiring_key_missing_in_d1_is_expiring_soon() -> None:
-    record = dataclasses.replace(_record(), expiration=int((NOW + dt.timedelta(hours=5)).timestamp()))
+    record = dataclasses.replace(
+        _record(), expiration=int((NOW + dt.timedelta(hours=5)).timestamp())
+    )
     [f] = run_diff([record], [])
     assert f.category is Category.EXPIRING_SOON
     assert f.record is record
@@ -161,10 +182,14 @@ def test_report_content_compares_canonically() -> None:
     job = JobRecord(JobKey("2026-11-15", "weekly", LATEST), status="success")
     record = KvRecord("weekly_2026-11-15", "W", job, (), report)
     d1 = to_d1(record, 1)
-    spaced = dataclasses.replace(d1.reports[0], report=dataclasses.replace(report, content='{ "b": [1, 2], "a": 1 }'))
+    spaced = dataclasses.replace(
+        d1.reports[0], report=dataclasses.replace(report, content='{ "b": [1, 2], "a": 1 }')
+    )
     findings = run_diff([record], [dataclasses.replace(d1, reports=(spaced,))])
     assert findings == []
-    other = dataclasses.replace(spaced, report=dataclasses.replace(report, content='{"a":2,"b":[1,2]}'))
+    other = dataclasses.replace(
+        spaced, report=dataclasses.replace(report, content='{"a":2,"b":[1,2]}')
+    )
     [f] = run_diff([record], [dataclasses.replace(d1, reports=(other,))])
     assert (f.category, f.field) == (Category.FIELD_MISMATCH, "content")
     assert "values changed" in f.message

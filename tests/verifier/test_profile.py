@@ -45,11 +45,23 @@ def test_other_keys_are_skipped_by_pattern(key: str) -> None:
 
 def test_a_profile_file_is_data(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
-    path.write_text(json.dumps({
-        "name": "mine",
-        "patterns": [{"name": "x", "prefix": "job:", "regex": "^job:(?P<date>\\d{4}-\\d{2}-\\d{2})$",
-                      "kind": "report", "job_type": "weekly", "shapes": ["W"]}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "name": "mine",
+                "patterns": [
+                    {
+                        "name": "x",
+                        "prefix": "job:",
+                        "regex": "^job:(?P<date>\\d{4}-\\d{2}-\\d{2})$",
+                        "kind": "report",
+                        "job_type": "weekly",
+                        "shapes": ["W"],
+                    }
+                ],
+            }
+        )
+    )
     profile = load_profile(path)
     assert profile.match("job:2026-11-15") is not None
 

@@ -300,6 +300,7 @@ def _load_optional_commands() -> None:
         "kv2d1.cmd_backfill",
         "kv2d1.cmd_snapshot",
         "kv2d1.cmd_report",
+        "kv2d1.cmd_probe",
         "kv2d1.cmd_demo",
     ):
         try:

@@ -41,8 +41,9 @@ def _renderers() -> dict[OutputFormat, Callable[[dict[str, Any]], str]]:
         from reports.formats import EXTRA_RENDERERS  # type: ignore[import-not-found,unused-ignore]
 
         renderers.update(EXTRA_RENDERERS)
-    except ImportError:
-        pass
+    except ImportError as exc:
+        if exc.name != "reports.formats":
+            raise
     return renderers
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-worker
 
-.PHONY: demo test lint types unit bench clean venv node
+.PHONY: demo test lint types unit bench clean venv node chromium
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Headless Chromium (Debian's package) opens the HTML report in the tests.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
 demo: venv
 	$(BIN)/kv2d1 demo $(DEMO_DIR)
 
@@ -27,7 +31,7 @@ lint: venv
 types: venv
 	$(BIN)/mypy
 
-unit: venv node
+unit: venv node chromium
 	$(BIN)/python -m pytest
 
 test: lint types unit

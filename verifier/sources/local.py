@@ -1,0 +1,597 @@
+"""Readers of wrangler's local state (`.wrangler/state/v3`): Workers KV and D1 as plain files.
+
+Layout (wrangler 3.x and 4.x, miniflare 3 and 4):
+
+    <persist root>/v3/kv/miniflare-KVNamespaceObject/<name(namespace id)>.sqlite   table _mf_entries
+    <persist root>/v3/kv/<sanitised namespace id>/blobs/<blob id>                   the value bytes
+    <persist root>/v3/d1/miniflare-D1DatabaseObject/<name(database id)>.sqlite      the D1 database
+
+`name(id)` is the Durable Object id workerd derives from the id (`durable_object_file_name`).
+Which id a binding is stored under depends on the wrangler command that wrote it (`local_kv_id`).
+
+Reading never writes: databases are opened `mode=ro` through a URI — never `immutable=1`, which
+ignores the `-wal` file that holds wrangler's latest writes (workerd exits without a
+checkpoint). Expired KV rows are skipped, not deleted as miniflare would delete them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from verifier.d1 import PLAN_TABLES
+from verifier.errors import (
+    BackfillError,
+    ConfigError,
+    CorruptSourceError,
+    D1SchemaError,
+    SourceError,
+    StateNotFoundError,
+    TargetLockedError,
+)
+from verifier.model import KeyInfo, KvEntry
+
+KV_OBJECT_CLASS = "miniflare-KVNamespaceObject"
+D1_OBJECT_CLASS = "miniflare-D1DatabaseObject"
+KV_PAGE = 1000
+GET_CHUNK = 500  # keys per `IN (…)`: far below SQLite's variable limit
+SCHEMA_FILE = "schema/scheduled-jobs.sql"
+RULE_KV_KEY = "wrangler kv key --local"
+RULE_DEV = "wrangler dev"
+
+_DOTS = re.compile(r"(^|/|\\)(\.+)(/|\\|\Z)")
+_ILLEGAL = re.compile(r"[?<>*\"'^/\\:|\x00-\x1f\x80-\x9f]")
+# JavaScript's `.` stops at line terminators and its `$` only matches at the very end.
+_WINDOWS_RESERVED = re.compile(
+    r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\.[^\n\r\u2028\u2029]*)?\Z", re.IGNORECASE
+)
+_LEADING = re.compile(r"^[ /\\]+")
+_TRAILING = re.compile(r"[ /\\]+\Z")
+_CORRUPT = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
+# --- names and paths --------------------------------------------------------------------------
+
+
+def durable_object_id(class_name: str, name: str) -> str:
+    """The 64-hex Durable Object id workerd's `idFromName(name)` gives inside `class_name`."""
+    key = hashlib.sha256(class_name.encode()).digest()
+    first = hmac.new(key, name.encode(), hashlib.sha256).digest()[:16]
+    second = hmac.new(key, first, hashlib.sha256).digest()[:16]
+    return (first + second).hex()
+
+
+def durable_object_file_name(class_name: str, object_id: str) -> str:
+    """The `.sqlite` file name miniflare keeps the object named `object_id` of `class_name` in."""
+    return durable_object_id(class_name, object_id) + ".sqlite"
+
+
+def sanitise_path(name: str) -> str:
+    """miniflare's `sanitisePath`: `name` made safe as one path segment (the KV blob directory).
+
+    Ids made of letters, digits, `-` and `_` are unchanged. The result is cut to 255 UTF-16
+    units as in JavaScript; a surrogate pair cut in half is dropped (miniflare would fail on it).
+    """
+    safe = _DOTS.sub(_underscore_dots, name)
+    safe = _DOTS.sub(_underscore_dots, safe)
+    safe = _ILLEGAL.sub("_", safe)
+    safe = _WINDOWS_RESERVED.sub("_", safe)
+    safe = _LEADING.sub(lambda m: "_" * len(m.group()), safe)
+    safe = _TRAILING.sub(lambda m: "_" * len(m.group()), safe)
+    return safe.encode("utf-16-le", "surrogatepass")[:510].decode("utf-16-le", "ignore")
+
+
+def _underscore_dots(match: re.Match[str]) -> str:
+    return match.group(1) + "_" * len(match.group(2)) + match.group(3)
+
+
+def kv_sqlite_path(v3_dir: Path, namespace_id: str) -> Path:
+    """The key table's file of a KV namespace under `<root>/v3`."""
+    return v3_dir / "kv" / KV_OBJECT_CLASS / durable_object_file_name(KV_OBJECT_CLASS, namespace_id)
+
+
+def kv_blob_dir(v3_dir: Path, namespace_id: str) -> Path:
+    """The directory of a KV namespace's value files under `<root>/v3`."""
+    return v3_dir / "kv" / sanitise_path(namespace_id) / "blobs"
+
+
+def d1_sqlite_path(v3_dir: Path, database_id: str) -> Path:
+    """The SQLite file of a local D1 database under `<root>/v3`."""
+    return v3_dir / "d1" / D1_OBJECT_CLASS / durable_object_file_name(D1_OBJECT_CLASS, database_id)
+
+
+# --- which id: the wrangler config's bindings -------------------------------------------------
+
+
+class KvNamespaceConfig(Protocol):
+    """A `kv_namespaces` entry of the wrangler config."""
+
+    @property
+    def binding(self) -> str: ...
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def preview_id(self) -> str | None: ...
+
+
+class D1DatabaseConfig(Protocol):
+    """A `d1_databases` entry of the wrangler config."""
+
+    @property
+    def binding(self) -> str: ...
+    @property
+    def database_name(self) -> str | None: ...
+    @property
+    def database_id(self) -> str | None: ...
+    @property
+    def preview_database_id(self) -> str | None: ...
+
+
+class LocalConfig(Protocol):
+    """The wrangler config (one environment), as far as local mode reads it."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def directory(self) -> Path: ...
+    @property
+    def env(self) -> str | None: ...
+    def kv_binding(
+        self, name: str | None = None, default: str | None = None
+    ) -> KvNamespaceConfig: ...
+    def d1_binding(
+        self, name: str | None = None, default: str | None = None
+    ) -> D1DatabaseConfig: ...
+
+
+def local_kv_id(
+    binding: KvNamespaceConfig, *, preview: bool | None = None, dev_rule: bool = False
+) -> str:
+    """The namespace id wrangler's local state keeps a KV binding's keys under.
+
+    Default: the rule of `wrangler kv key … --local --binding B` — `preview=True` → `preview_id`,
+    `preview=False` → `id`, `preview=None` → the only one set; when both are set, `id`, as
+    `kv key get` / `kv key list` do (`kv key put` refuses to guess). `dev_rule=True`: the rule of
+    `wrangler dev`, `preview_id ?? id ?? binding`, whatever `preview` says. With neither id set,
+    only `wrangler dev` can have written data, under the binding name, so that is used.
+    """
+    if dev_rule or (binding.id is None and binding.preview_id is None):
+        return binding.preview_id or binding.id or binding.binding
+    if preview is True and binding.preview_id is None:
+        raise ConfigError(
+            f"KV binding {binding.binding!r} has no preview_id; drop --preview, "
+            "or add preview_id to the binding"
+        )
+    if preview is False and binding.id is None:
+        raise ConfigError(
+            f"KV binding {binding.binding!r} has only a preview_id; pass --preview, "
+            "or add id to the binding"
+        )
+    if preview is True:
+        return str(binding.preview_id)
+    return str(binding.id or binding.preview_id)
+
+
+def local_d1_id(binding: D1DatabaseConfig) -> str:
+    """The database id wrangler's local state keeps a D1 binding under (every command agrees)."""
+    return binding.preview_database_id or binding.database_id or binding.binding
+
+
+def persist_root(config: LocalConfig, persist_to: Path | None) -> Path:
+    """The persist root: `--persist-to` (relative to the working directory), else
+    `<config dir>/.wrangler/state`. The plugins' state is under `<root>/v3`."""
+    if persist_to is not None:
+        return Path.cwd() / persist_to
+    return config.directory / ".wrangler" / "state"
+
+
+# --- SQLite at the boundary -------------------------------------------------------------------
+
+
+def _connect(path: Path, *, readonly: bool, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A connection that never creates the file; `mode=ro` still sees the `-wal` file."""
+    uri = path.absolute().as_uri() + ("?mode=ro" if readonly else "?mode=rw")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise _read_error(exc, path) from exc
+    return conn
+
+
+def _error_name(exc: sqlite3.Error) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
+def _read_error(exc: sqlite3.Error, path: Path) -> SourceError:
+    """One of our errors for a failed read of `path`."""
+    name = _error_name(exc)
+    if name.startswith(_CORRUPT):
+        return CorruptSourceError(
+            f"{path} is not a readable SQLite database ({exc}); restore it from a backup, "
+            "or delete it and recreate the local state with wrangler"
+        )
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")):
+        return SourceError(
+            f"cannot open {path} ({exc}); kv2d1 needs read access to the file and write "
+            "access to its directory (SQLite keeps a -shm file next to it)"
+        )
+    return SourceError(f"cannot read {path}: {exc}")
+
+
+def _seconds(expiration_ms: int | None) -> int | None:
+    return None if expiration_ms is None else expiration_ms // 1000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- KV --------------------------------------------------------------------------------------
+
+_PAGE_FIRST = (
+    "SELECT key, expiration, metadata FROM _mf_entries WHERE key >= ? "
+    "AND (expiration IS NULL OR expiration >= ?) ORDER BY key LIMIT ?"
+)
+_PAGE_NEXT = (
+    "SELECT key, expiration, metadata FROM _mf_entries WHERE key > ? "
+    "AND (expiration IS NULL OR expiration >= ?) ORDER BY key LIMIT ?"
+)
+
+
+class LocalKv:
+    """A KV namespace in wrangler's local state, read-only (a `KvSource`).
+
+    Liveness follows miniflare: a key is listed while `expiration >= now` and returned by a get
+    while `expiration > now` (ms). `now_ms` pins the clock (tests, reproducible runs).
+    """
+
+    def __init__(
+        self,
+        v3_dir: Path,
+        namespace_id: str,
+        *,
+        now_ms: int | None = None,
+        page_size: int = KV_PAGE,
+    ) -> None:
+        self.namespace_id = namespace_id
+        self.sqlite_path = kv_sqlite_path(v3_dir, namespace_id)
+        self.blob_dir = kv_blob_dir(v3_dir, namespace_id)
+        self._now = now_ms
+        self._page_size = page_size
+        _require_kv_file(v3_dir, namespace_id, self.sqlite_path)
+        self._conn = _connect(self.sqlite_path, readonly=True)
+        self._rows("SELECT 1 FROM _mf_entries LIMIT 1", ())
+
+    def iter_keys(self, prefix: str = "") -> Iterator[KeyInfo]:
+        """Live keys starting with `prefix` (exact, case-sensitive), in UTF-8 byte order.
+
+        Pages of `page_size` keys by key range, so memory stays bounded at any size. Keys with
+        one prefix are contiguous in byte order: the walk starts at the prefix, stops after it.
+        """
+        now = self._now if self._now is not None else _now_ms()
+        rows = self._rows(_PAGE_FIRST, (prefix, now, self._page_size))
+        while rows:
+            for key, expiration, metadata in rows:
+                if not key.startswith(prefix):
+                    return
+                yield KeyInfo(key, _seconds(expiration), self._metadata(key, metadata))
+            if len(rows) < self._page_size:
+                return
+            rows = self._rows(_PAGE_NEXT, (rows[-1][0], now, self._page_size))
+
+    def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
+        """The live entries of `keys` in the order given, values read from the blob files."""
+        now = self._now if self._now is not None else _now_ms()
+        for start in range(0, len(keys), GET_CHUNK):
+            chunk = keys[start : start + GET_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            found = {
+                row[0]: row
+                for row in self._rows(
+                    "SELECT key, blob_id, expiration, metadata FROM _mf_entries "
+                    f"WHERE key IN ({marks})",
+                    tuple(chunk),
+                )
+            }
+            for key in chunk:
+                row = found.get(key)
+                if row is None or (row[2] is not None and row[2] <= now):
+                    continue
+                value = self._blob(key, row[1])
+                yield KvEntry(key, value, _seconds(row[2]), self._metadata(key, row[3]))
+
+    def describe(self) -> str:
+        """Where this namespace is, for messages."""
+        return f"local KV namespace {self.namespace_id} ({self.sqlite_path})"
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> LocalKv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            if "no such table" in str(exc):
+                raise CorruptSourceError(
+                    f"{self.sqlite_path} has no _mf_entries table, so it is not a wrangler KV "
+                    "namespace; delete it, or point --persist-to at the right state"
+                ) from exc
+            raise _read_error(exc, self.sqlite_path) from exc
+
+    def _metadata(self, key: str, text: str | None) -> Any:
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise CorruptSourceError(
+                f"KV key {key!r} in {self.sqlite_path} has metadata that is not JSON ({exc}); "
+                "re-put the key with wrangler to repair it"
+            ) from exc
+
+    def _blob(self, key: str, blob_id: str) -> bytes:
+        if not blob_id or "/" in blob_id or "\\" in blob_id or blob_id in (".", ".."):
+            raise CorruptSourceError(
+                f"KV key {key!r} in {self.sqlite_path} names an invalid blob id {blob_id!r}; "
+                "re-put the key with wrangler to repair it"
+            )
+        path = self.blob_dir / blob_id
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise SourceError(
+                f"KV key {key!r} points at value file {path}, which is missing; the local "
+                "state is damaged: re-put the key (`wrangler kv key put --local …`) or delete it"
+            ) from exc
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read the value of KV key {key!r} from {path}: {exc.strerror}"
+            ) from exc
+
+
+def _require_kv_file(v3_dir: Path, namespace_id: str, sqlite_path: Path) -> None:
+    """Raise StateNotFoundError, saying how to create the state, unless the key table exists."""
+    if sqlite_path.is_file():
+        return
+    hint = "run `wrangler dev` or `wrangler kv key put --local …` first, or pass --persist-to"
+    if not sqlite_path.parent.is_dir():
+        raise StateNotFoundError(
+            f"no local KV state for namespace {namespace_id} under {v3_dir}; {hint}"
+        )
+    raise StateNotFoundError(
+        f"no local KV state for namespace {namespace_id}: {sqlite_path} does not exist; {hint} "
+        "(with both id and preview_id set, `wrangler dev` writes to preview_id: try --preview)"
+    )
+
+
+# --- D1 --------------------------------------------------------------------------------------
+
+
+class LocalD1:
+    """A local D1 database file (a `D1Source`); read-only unless `readonly=False`.
+
+    `name` is what wrangler knows the database by (database_name or binding); it appears in
+    messages, e.g. the `wrangler d1 execute NAME --local` command that fixes a missing schema.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = True,
+        busy_timeout_ms: int = 5000,
+        name: str | None = None,
+    ) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.name = name
+        if not path.is_file():
+            raise StateNotFoundError(
+                f"no local D1 database at {path}; {self._create_hint()}, or pass --persist-to"
+            )
+        self._conn = _connect(path, readonly=readonly, busy_timeout_ms=busy_timeout_ms)
+
+    @classmethod
+    def for_database(
+        cls,
+        v3_dir: Path,
+        database_id: str,
+        *,
+        name: str | None = None,
+        readonly: bool = True,
+        busy_timeout_ms: int = 5000,
+    ) -> LocalD1:
+        """The database wrangler keeps for `database_id` under `<root>/v3`."""
+        path = d1_sqlite_path(v3_dir, database_id)
+        if not path.is_file():
+            hint = cls._create_hint_for(name or database_id)
+            raise StateNotFoundError(
+                f"no local D1 database {database_id} under {v3_dir} (expected {path}); "
+                f"{hint}, or pass --persist-to"
+            )
+        return cls(path, readonly=readonly, busy_timeout_ms=busy_timeout_ms, name=name)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of one SELECT, streamed from the cursor."""
+        try:
+            yield from self._conn.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise self._query_error(exc) from exc
+
+    def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run `statements` as one `BEGIN IMMEDIATE` transaction with foreign keys enforced.
+
+        Returns the rows each statement changed. Any failure rolls the whole batch back.
+        """
+        if self.readonly:
+            raise BackfillError(
+                f"{self.describe()} was opened read-only; open it writable to backfill"
+            )
+        self._begin()
+        changes: list[int] = []
+        try:
+            for sql, params in statements:
+                changes.append(max(self._conn.execute(sql, tuple(params)).rowcount, 0))
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._write_error(exc, len(changes) + 1) from exc
+        except BaseException:
+            self._rollback()
+            raise
+        return changes
+
+    def check_plan_schema(self) -> None:
+        """Raise D1SchemaError unless the plan's three tables have every column kv2d1 reads."""
+        missing_tables: list[str] = []
+        missing_columns: list[str] = []
+        for table, columns in PLAN_TABLES.items():
+            have = {row[1] for row in self.query(f"PRAGMA table_info({table.value})")}
+            if not have:
+                missing_tables.append(table.value)
+            missing_columns += [f"{table.value}.{c}" for c in columns if have and c not in have]
+        if missing_tables or missing_columns:
+            raise D1SchemaError(self._schema_message(missing_tables, missing_columns))
+
+    def describe(self) -> str:
+        """Where this database is, for messages and run ledgers (stable across runs)."""
+        label = f"{self.name} " if self.name else ""
+        return f"local D1 database {label}({self.path.absolute()})"
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> LocalD1:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _begin(self) -> None:
+        try:
+            self._conn.execute("PRAGMA foreign_keys=ON")  # D1 enforces them; a no-op inside BEGIN
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._write_error(exc, 0) from exc
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _query_error(self, exc: sqlite3.Error) -> SourceError:
+        text = str(exc)
+        if "no such table" in text or "no such column" in text:
+            return D1SchemaError(
+                f"{self.describe()}: {text}; apply the plan's schema {SCHEMA_FILE} with "
+                f"`{self._execute_command()}`"
+            )
+        if _error_name(exc).startswith(_CORRUPT):
+            return _read_error(exc, self.path)
+        return SourceError(f"query on {self.describe()} failed: {text}")
+
+    def _write_error(self, exc: sqlite3.Error, statement: int) -> Exception:
+        name = _error_name(exc)
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return TargetLockedError(
+                f"D1 database {self.path} is locked by another process "
+                "(is `wrangler dev` running?); stop it and retry"
+            )
+        if name.startswith(_CORRUPT):
+            return _read_error(exc, self.path)
+        if name.startswith("SQLITE_READONLY"):
+            return BackfillError(
+                f"D1 database {self.path} is read-only ({exc}); give kv2d1 write access to the "
+                "file and its directory, or write a SQL file with --sql-out instead"
+            )
+        where = f"statement {statement} of the batch" if statement else "starting the batch"
+        return BackfillError(
+            f"{where} failed on {self.describe()} ({exc}); nothing of this batch was written"
+        )
+
+    def _schema_message(self, tables: list[str], columns: list[str]) -> str:
+        lacks = []
+        if tables:
+            lacks.append("tables " + ", ".join(tables))
+        if columns:
+            lacks.append("columns " + ", ".join(columns))
+        fix = f"apply the plan's schema {SCHEMA_FILE} with `{self._execute_command()}`"
+        if columns:
+            fix += " (it only creates missing tables: add missing columns with ALTER TABLE)"
+        return f"{self.describe()} lacks the plan's {' and '.join(lacks)}; {fix}"
+
+    def _execute_command(self) -> str:
+        return f"wrangler d1 execute {self.name or '<database_name>'} --local --file {SCHEMA_FILE}"
+
+    def _create_hint(self) -> str:
+        return self._create_hint_for(self.name or "<database_name>")
+
+    @staticmethod
+    def _create_hint_for(name: str) -> str:
+        return f"create it with `wrangler d1 execute {name} --local --file {SCHEMA_FILE}`"
+
+
+# --- both, from the wrangler config -----------------------------------------------------------
+
+
+def open_local_sources(
+    config: LocalConfig,
+    *,
+    kv_binding: str | None = None,
+    d1_binding: str | None = None,
+    persist_to: Path | None = None,
+    preview: bool | None = None,
+    writable: bool = False,
+    dev_rule: bool = False,
+    now_ms: int | None = None,
+) -> tuple[LocalKv, LocalD1, dict[str, Any]]:
+    """The local KV namespace and D1 database of two bindings, and the report's `source` block.
+
+    The block names the config, the bindings, the ids the files were found by (and the rule
+    that chose the KV id) and the files themselves; it never holds a secret.
+    """
+    kv_entry = config.kv_binding(kv_binding)
+    d1_entry = config.d1_binding(d1_binding)
+    kv_id = local_kv_id(kv_entry, preview=preview, dev_rule=dev_rule)
+    d1_id = local_d1_id(d1_entry)
+    v3_dir = persist_root(config, persist_to) / "v3"
+    kv = LocalKv(v3_dir, kv_id, now_ms=now_ms)
+    try:
+        d1 = LocalD1.for_database(
+            v3_dir, d1_id, name=d1_entry.database_name or d1_entry.binding, readonly=not writable
+        )
+    except BaseException:
+        kv.close()
+        raise
+    source = {
+        "kind": "local",
+        "config": str(config.path),
+        "env": config.env,
+        "kv_binding": kv_entry.binding,
+        "kv_namespace_id": kv_id,
+        "kv_rule": RULE_DEV if dev_rule else RULE_KV_KEY,
+        "preview": preview,
+        "d1_binding": d1_entry.binding,
+        "d1_database_id": d1_id,
+        "d1_database_name": d1_entry.database_name,
+        "persist_to": None if persist_to is None else str(persist_to),
+        "state_dir": str(v3_dir),
+        "kv_file": str(kv.sqlite_path),
+        "kv_blobs": str(kv.blob_dir),
+        "d1_file": str(d1.path),
+        "snapshot": None,
+    }
+    return kv, d1, source

@@ -24,7 +24,7 @@ def render_text(doc: dict[str, Any], *, max_per_category: int = MAX_PER_CATEGORY
         items = list(group)
         lines += ["", f"{category} ({len(items)})"]
         rows = [_finding_row(f) for f in items[:max_per_category]]
-        lines.append(tabulate(rows, headers=["key", "table", "field", "KV", "D1", "id"]))
+        lines.append(tabulate(rows, headers=["key", "field", "KV", "D1", "what", "id"]))
         if len(items) > max_per_category:
             lines.append(f"… and {len(items) - max_per_category} more (use --format json for all)")
     if not findings:
@@ -71,11 +71,13 @@ def _summary(summary: dict[str, Any]) -> str:
 
 
 def _finding_row(f: dict[str, Any]) -> list[str]:
+    key = f["kv_key"] if f["category"] == "invalid_kv_payload" else f["natural_key"]
+    field = f"{f['table']}.{f['field']}" if f.get("field") else f.get("table")
     return [
-        _cell(f["natural_key"], 44),
-        _cell(f.get("table"), 18),
-        _cell(f.get("field"), 16),
-        _cell(f.get("kv_value"), 24),
-        _cell(f.get("d1_value"), 24),
+        _cell(key, 44),
+        _cell(field, 28),
+        _cell(f.get("kv_value"), 20),
+        _cell(f.get("d1_value"), 20),
+        _cell(f.get("message"), 60),
         f["id"],
     ]

@@ -93,7 +93,7 @@ class Verification:
         missing = missing_plan_tables(self.d1)
         if missing:
             raise D1SchemaError(
-                f"D1 database {self.d1.describe()} lacks the plan's "
+                f"{self.d1.describe()} lacks the plan's "
                 f"{', '.join(missing)}; {SCHEMA_HINT.format(db=self.d1_name)}"
             )
 

@@ -1,0 +1,133 @@
+"""`kv2d1 verify` as a user runs it: exit codes, one `Error:` line for bad input, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from kv2d1.cli import main
+from tests import payload_examples as pe
+from verifier.model import KvEntry
+from verifier.profile import schema_dir
+from verifier.sources.local import d1_sqlite_path
+from verifier.sources.localwriter import LocalKvWriter, create_local_d1
+
+KV_ID = "0123456789abcdef0123456789abcdef"
+D1_ID = "00000000-0000-0000-0000-000000000001"
+NOW = "2026-11-23T12:00:00Z"
+WRANGLER_TOML = f"""
+name = "w"
+compatibility_date = "2026-04-01"
+[[kv_namespaces]]
+binding = "MARKET_ANALYSIS_CACHE"
+id = "{KV_ID}"
+[[d1_databases]]
+binding = "PREDICT_JOBS_DB"
+database_name = "predict-jobs"
+database_id = "{D1_ID}"
+"""
+
+
+def make_worker(root: Path, entries: list[KvEntry], *, schema: bool = True) -> Path:
+    (root / "wrangler.toml").write_text(WRANGLER_TOML)
+    v3 = root / ".wrangler" / "state" / "v3"
+    with LocalKvWriter(v3, KV_ID) as writer:
+        writer.put_many(entries)
+    db = create_local_d1(v3, D1_ID)
+    with sqlite3.connect(db) as conn:
+        if schema:
+            conn.executescript((schema_dir() / "scheduled-jobs.sql").read_text())
+    return root
+
+
+def run(root: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["verify", "--config", str(root / "wrangler.toml"), "--now", NOW, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Path:
+    return make_worker(tmp_path, [KvEntry("analysis_2026-11-16", pe.kv_value(pe.shape_b("2026-11-16")))])
+
+
+def test_findings_exit_3_and_json_validates(worker: Path) -> None:
+    code, out, _ = run(worker, "--since", "2026-11-16", "--until", "2026-11-16", "--format", "json")
+    assert code == 3
+    doc = json.loads(out)
+    schema = json.loads((schema_dir() / "report.schema.json").read_text())
+    Draft202012Validator(schema).validate(doc)
+    assert doc["summary"]["by_category"]["missing_in_d1"] == 1
+    assert doc["coverage"]["keys_listed"] == 1
+
+
+def test_consistent_window_exits_0(worker: Path) -> None:
+    code, out, _ = run(worker, "--since", "2026-11-07", "--until", "2026-11-07", "--format", "text")  # a Saturday
+    assert code == 0, out
+    assert "No findings" in out
+
+
+def test_output_file_by_extension(worker: Path, tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    code, _, _ = run(worker, "-o", str(target))
+    assert code == 3
+    assert json.loads(target.read_text())["command"] == "verify"
+
+
+def test_missing_config(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["verify", "--config", str(tmp_path / "wrangler.toml")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_binding_lists_the_existing_ones(worker: Path) -> None:
+    code, _, err = run(worker, "--kv-binding", "NOPE")
+    assert code == 1
+    assert err.strip() == "Error: no KV binding 'NOPE' in wrangler.toml; bindings: MARKET_ANALYSIS_CACHE"
+
+
+def test_missing_state_says_how_to_create_it(tmp_path: Path) -> None:
+    (tmp_path / "wrangler.toml").write_text(WRANGLER_TOML)
+    code, _, err = run(tmp_path)
+    assert code == 1
+    assert err.startswith("Error: no local KV state") and "wrangler" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_d1_without_plan_tables_names_the_schema_file(tmp_path: Path) -> None:
+    make_worker(tmp_path, [], schema=False)
+    code, _, err = run(tmp_path)
+    assert code == 1
+    assert "schema/scheduled-jobs.sql" in err
+    assert "wrangler d1 execute predict-jobs --local --file schema/scheduled-jobs.sql" in err
+
+
+def test_corrupt_sqlite_file(worker: Path) -> None:
+    db = d1_sqlite_path(worker / ".wrangler" / "state" / "v3", D1_ID)
+    db.write_bytes(b"this is not a database" * 100)
+    code, _, err = run(worker)
+    assert code == 1
+    assert err.startswith("Error: ") and "not a readable SQLite database" in err
+    assert "Traceback" not in err
+
+
+def test_kv_value_that_is_not_utf8_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    make_worker(tmp_path, [KvEntry("analysis_2026-11-16", b"\xff\xfe\x00binary")])
+    code, out, err = run(tmp_path, "--format", "json")
+    assert code == 3
+    assert "Traceback" not in err
+    [finding] = [f for f in json.loads(out)["findings"] if f["category"] == "invalid_kv_payload"]
+    assert "not UTF-8" in finding["message"]
+
+
+def test_bad_dates_are_usage_errors(worker: Path) -> None:
+    code, _, err = run(worker, "--since", "2026-13-01")
+    assert code == 2
+    assert "is not a date" in err
+    code, _, err = run(worker, "--since", "2026-11-20", "--until", "2026-11-10")
+    assert code == 2

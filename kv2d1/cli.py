@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from reports.progress import Progress
 from reports.render import EXTENSIONS, OutputFormat, render
 from reports.runs import verify_document
 from verifier import __version__
@@ -204,15 +205,14 @@ class OpenedSources:
 
 def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = False) -> OpenedSources:
     """The KV and D1 sources the options name: a snapshot, the REST API, or local state."""
-    from verifier.sources.local import open_local_sources
-
-    from kv2d1.config import load_wrangler_config
-
     if opts.snapshot is not None:
         from verifier.sources.snapshot import open_snapshot_sources
 
         kv, d1, source = open_snapshot_sources(opts.snapshot)
         return OpenedSources(kv, d1, source, str(opts.snapshot))
+    from kv2d1.config import load_wrangler_config
+    from verifier.sources.local import open_local_sources
+
     config = load_wrangler_config(opts.config, env=opts.env)
     kv_name = opts.kv_binding or _default_binding(config.kv_namespaces, profile.kv_binding)
     d1_name = opts.d1_binding or _default_binding(config.d1_databases, profile.d1_binding)
@@ -242,16 +242,6 @@ def _default_binding(bindings: tuple[Any, ...], preferred: str | None) -> str | 
     return None
 
 
-def _progress(opts: CommonOptions) -> Callable[[str, int], None] | None:
-    if opts.quiet or not sys.stderr.isatty():
-        return None
-
-    def show(stage: str, done: int) -> None:
-        click.echo(f"\r{stage}: {done} keys read", err=True, nl=False)
-
-    return show
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="kv2d1")
 def main() -> None:
@@ -276,17 +266,18 @@ def verify(**kw: Any) -> None:
     opts = _common(kw)
     profile = load_profile(opts.profile)
     opened = open_sources(opts, profile)
-    verification = Verification(
-        kv=opened.kv,
-        d1=opened.d1,
-        profile=profile,
-        window=opts.window,
-        now=opts.now or dt.datetime.now(dt.UTC),
-        chunk_days=opened.chunk_days,
-        progress=_progress(opts),
-        d1_name=opened.d1_name,
-    )
-    doc, _, summary = verify_document(verification, source=opened.source)
+    with Progress.for_terminal("kv", quiet=opts.quiet) as progress:
+        verification = Verification(
+            kv=opened.kv,
+            d1=opened.d1,
+            profile=profile,
+            window=opts.window,
+            now=opts.now or dt.datetime.now(dt.UTC),
+            chunk_days=opened.chunk_days,
+            progress=progress,
+            d1_name=opened.d1_name,
+        )
+        doc, _, summary = verify_document(verification, source=opened.source)
     emit(doc, opts)
     if summary.errors:
         sys.exit(EXIT_FINDINGS)

@@ -84,7 +84,7 @@ def analysis_records(draw: Any) -> KvRecord:
     date = f"2026-11-{day:02d}"
     job = JobRecord(
         key=JobKey(date, "analysis", run),
-        execution_time=None if run == LATEST else None,
+        execution_time=None,
         status=draw(st.sampled_from(["success", "partial", "failure"])),
         duration_ms=draw(st.none() | st.integers(1, 10**6)),
         symbols_processed=len(symbols),

@@ -193,3 +193,13 @@ def test_no_candidates_explains_itself() -> None:
         explain_no_shape({"status": "done"}, [])
         == "the key's pattern lists no payload shapes to try"
     )
+
+
+def test_fast_and_reference_validators_agree_on_every_example() -> None:
+    """detect_shape checks with jsonschema-rs; explanations use jsonschema: they must agree."""
+    from verifier.shapes import _shapes
+
+    payloads = [builder() for _, builder in VARIANTS.values()] + [[], "x", {}, {"foo": 1}]
+    for shape in _shapes().values():
+        for payload in payloads:
+            assert shape.fast.is_valid(payload) == shape.validator.is_valid(payload), shape.name

@@ -256,11 +256,11 @@ def _symbols_e(p: dict[str, Any], notes: list[str]) -> _Symbols:
 
 
 def _symbols_c(p: dict[str, Any], notes: list[str]) -> _Symbols:
-    entries = [
-        s
-        for s in p.get("symbols") or []
-        if isinstance(s, dict) and isinstance(s.get("symbol"), str)
-    ]
+    by_symbol: dict[str, dict[str, Any]] = {}
+    for s in p.get("symbols") or []:  # a repeated symbol keeps its first entry
+        if isinstance(s, dict) and isinstance(s.get("symbol"), str):
+            by_symbol.setdefault(s["symbol"], s)
+    entries = list(by_symbol.values())
     results = tuple(
         SymbolResult(
             symbol=s["symbol"],

@@ -1,0 +1,13 @@
+"""Backfill: insert what D1 lacks, built from the normalised KV records of the diff's findings.
+
+- `backfill.plan` turns `missing_in_d1` / `expiring_soon` findings into `JobPlan`s: one KV
+  record's missing rows, each an insert guarded by its natural key;
+- `backfill.apply` runs them against a `D1Source` (one transaction per job), keeps the run
+  ledger, resumes an interrupted run and reverts a run;
+- `backfill.sqlfile` writes the same guarded inserts as a SQL file for `wrangler d1 execute`.
+
+Nothing here ever replaces, updates or deletes a row, except `--revert`, which deletes exactly
+the rows one run inserted.
+"""
+
+from __future__ import annotations

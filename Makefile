@@ -24,6 +24,7 @@ chromium:
 
 demo: venv
 	$(BIN)/kv2d1 demo $(DEMO_DIR)
+	@echo "(kv2d1 is installed in $(VENV)/bin: run 'source $(VENV)/bin/activate' to use it directly)"
 
 lint: venv
 	$(BIN)/ruff check verifier backfill reports kv2d1 tests bench

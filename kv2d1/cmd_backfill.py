@@ -11,6 +11,7 @@ import click
 
 from kv2d1.cli import (
     CommonOptions,
+    OpenedSources,
     _common,
     common_options,
     emit,
@@ -104,6 +105,9 @@ def backfill(
     options = BackfillOptions(
         mode=mode, ledger_dir=ledgers, sql_out=sql_out, database=opened.d1_name
     )
+    time_travel = (
+        _record_bookmark(opened, opts) if opts.remote and mode == BackfillMode.APPLY else None
+    )
     with (
         Progress.for_terminal("kv", quiet=opts.quiet) as kv_progress,
         Progress.for_terminal("backfill", quiet=opts.quiet, unit="jobs") as job_progress,
@@ -121,7 +125,22 @@ def backfill(
         doc = backfill_document(
             verification, options=options, source=opened.source, apply_progress=job_progress
         )
+    if time_travel is not None:
+        doc["backfill"]["time_travel"] = time_travel
     _show(doc, opts)
+
+
+def _record_bookmark(opened: OpenedSources, opts: CommonOptions) -> dict[str, str]:
+    """Before a remote backfill writes: D1's Time Travel bookmark and the command that restores it."""
+    from verifier.sources.remote import RemoteD1
+    from verifier.sources.remote_support import record_time_travel_bookmark
+
+    assert isinstance(opened.d1, RemoteD1)
+    bookmark, command = record_time_travel_bookmark(opened.d1, opened.d1_name)
+    if not opts.quiet:
+        click.echo(f"D1 Time Travel bookmark before writing: {bookmark}", err=True)
+        click.echo(f"To undo this whole backfill: {command}", err=True)
+    return {"bookmark": bookmark, "restore_command": command}
 
 
 def _mode(

@@ -98,7 +98,7 @@ def test_a_remote_backfill_leaves_nothing_missing_and_nothing_doubled(
     assert TOKEN.encode() not in b"".join(p.read_bytes() for p in ledger.rglob("*") if p.is_file())
 
 
-def test_remote_dry_run_and_sql_out_write_nothing(world: World, tmp_path: Path) -> None:  # noqa: F811
+def test_remote_dry_run_and_sql_out_write_nothing(world: World, tmp_path: Path) -> None:
     config = str(world.remote_config)
     db = world.stub.d1(world.copy.database_id)
     before = counts(db)

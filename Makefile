@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-worker
 
-.PHONY: demo test lint types unit bench clean venv node chromium
+.PHONY: demo test lint types unit bench reliability clean venv node chromium
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ unit: venv node chromium
 	$(BIN)/python -m pytest
 
 test: lint types unit
+
+# Regenerates docs/RELIABILITY.md from a run of the fault and bad-input matrices.
+reliability: venv node
+	$(BIN)/python docs/gen_reliability.py
 
 bench: venv
 	$(BIN)/python bench/run.py

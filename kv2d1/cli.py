@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from reports.document import redact_document
 from reports.progress import Progress
 from reports.render import EXTENSIONS, OutputFormat, render
 from reports.runs import verify_document
@@ -25,6 +26,7 @@ from verifier.errors import Kv2d1Error
 from verifier.model import Window
 from verifier.profile import Profile, load_profile
 from verifier.sources import D1Source, KvSource
+from verifier.sources.snapshot import redaction_salt
 from verifier.verify import Verification
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,6 +49,7 @@ class CommonOptions:
     profile: str
     quiet: bool
     now: dt.datetime | None
+    redact: bool = False
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -124,6 +127,12 @@ def common_options(func: F) -> F:
             help="Key-pattern profile: a name under schema/profiles/ or a path.",
         ),
         click.option("--quiet", "-q", is_flag=True, help="No progress on stderr."),
+        click.option(
+            "--redact",
+            is_flag=True,
+            help="Replace KV/D1 values in reports and snapshots with salted hashes "
+            "(salt: KV2D1_REDACT_SALT, else random per run), so they can be shared.",
+        ),
         click.option("--now", callback=_now, hidden=True, help="Pretend the time is this (tests)."),
     ]
     for option in reversed(options):
@@ -153,6 +162,7 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
         profile=kw.pop("profile"),
         quiet=kw.pop("quiet"),
         now=kw.pop("now"),
+        redact=kw.pop("redact"),
     )
 
 
@@ -179,6 +189,8 @@ def output_format(opts: CommonOptions) -> OutputFormat:
 
 def emit(doc: dict[str, Any], opts: CommonOptions, *, default: OutputFormat | None = None) -> None:
     fmt = opts.fmt or default or output_format(opts)
+    if opts.redact:
+        doc = redact_document(doc, redaction_salt())
     try:
         text = render(doc, fmt)
     except ValueError as exc:
@@ -204,7 +216,18 @@ class OpenedSources:
 
 
 def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = False) -> OpenedSources:
-    """The KV and D1 sources the options name: a snapshot, the REST API, or local state."""
+    """The KV and D1 sources the options name: a snapshot, the REST API, or local state.
+
+    With --redact the source block says `redacted: true`: reports state it, and a snapshot
+    capture stores values as salted hashes because of it.
+    """
+    opened = _open_sources(opts, profile, writable=writable)
+    if opts.redact:
+        opened.source = {**opened.source, "redacted": True}
+    return opened
+
+
+def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> OpenedSources:
     if opts.snapshot is not None:
         from verifier.sources.snapshot import open_snapshot_sources
 

@@ -27,9 +27,11 @@ from reports.backfill_run import (
     render_backfill_text,
     revert_document,
 )
+from reports.document import redact_document
 from reports.progress import Progress
 from reports.render import OutputFormat
 from verifier.profile import load_profile
+from verifier.sources.snapshot import redaction_salt
 from verifier.verify import Verification
 
 RUN_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
@@ -175,6 +177,8 @@ def _show(doc: dict[str, Any], opts: CommonOptions) -> None:
         if not opts.quiet:
             click.echo(doc["backfill"]["message"], err=True)
         return
+    if opts.redact:
+        doc = redact_document(doc, redaction_salt())
     text = render_backfill_text(doc)
     if opts.output is None:
         click.echo(text, nl=False)

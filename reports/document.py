@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 from verifier import __version__
 from verifier.model import Category, Coverage, Finding, Severity, Window
+from verifier.sources.snapshot import KEY_COLUMNS, redacted
 
 SCHEMA_VERSION = "1.0"
 SECRET_WORDS = ("token", "authorization", "api_key", "secret")
@@ -99,3 +101,76 @@ def build_document(
     }
     doc.update(extra or {})
     return doc
+
+
+# --- redaction (`--redact`): values become salted hashes, keys stay --------------------------
+
+REDACTED_FIELDS = ("kv_value", "d1_value")
+KEPT_ROW_FIELDS = KEY_COLUMNS | {"table", "natural_key"}
+
+
+def _hash_value(value: Any, salt: str) -> Any:
+    """A value as `sha256:<16 hex>`; None stays None (a missing value is not a secret)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return redacted(text, salt)
+
+
+def _redact_finding(finding: dict[str, Any], salt: str) -> dict[str, Any]:
+    """Both values hashed, and every spelling of them in the message replaced by the hash."""
+    out = dict(finding)
+    message = str(out.get("message") or "")
+    for name in REDACTED_FIELDS:
+        value = out.get(name)
+        if value is None:
+            continue
+        out[name] = _hash_value(value, salt)
+        for spelling in {str(value), json.dumps(value, default=str), repr(value)}:
+            if len(spelling) >= 2:
+                message = message.replace(spelling, out[name])
+    if "message" in out:
+        out["message"] = message
+    return out
+
+
+def _redact_evidence(node: Any, salt: str) -> Any:
+    """Evidence with every `kv_value` / `d1_value` / `value(s)` it carries hashed."""
+    if isinstance(node, dict):
+        return {
+            k: _hash_value(v, salt)
+            if k in (*REDACTED_FIELDS, "value", "values") and not isinstance(v, int | float)
+            else _redact_evidence(v, salt)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_redact_evidence(v, salt) for v in node]
+    return node
+
+
+def _redact_row(row: dict[str, Any], salt: str) -> dict[str, Any]:
+    """A planned row with every text cell outside the keys hashed."""
+    return {
+        k: _hash_value(v, salt) if isinstance(v, str) and k not in KEPT_ROW_FIELDS else v
+        for k, v in row.items()
+    }
+
+
+def redact_document(doc: dict[str, Any], salt: str) -> dict[str, Any]:
+    """The document with KV/D1 values as salted hashes, marked `redacted: true`.
+
+    Findings keep their ids, keys, fields and rules (so they can still be triaged); their
+    values, the values in metrics' evidence and a backfill's first rows become hashes.
+    """
+    out = dict(doc)
+    out["findings"] = [_redact_finding(f, salt) for f in doc.get("findings", [])]
+    if "metrics" in doc:
+        out["metrics"] = [
+            {**m, "evidence": _redact_evidence(m.get("evidence"), salt)} for m in doc["metrics"]
+        ]
+    backfill = doc.get("backfill")
+    if isinstance(backfill, dict) and isinstance(backfill.get("first_rows"), list):
+        rows = [_redact_row(r, salt) if isinstance(r, dict) else r for r in backfill["first_rows"]]
+        out["backfill"] = {**backfill, "first_rows": rows}
+    out["redacted"] = True
+    return out

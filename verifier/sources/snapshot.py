@@ -27,6 +27,12 @@ ends with a record separator; each section starts with its table name.
 Test-only hook: `KV2D1_KILL_AFTER_PAGES=N` in the environment SIGKILLs the capturing process right
 after its N-th committed page (a change of stage counts as one), to prove that a killed capture
 resumes to the same content. Never set it outside tests.
+
+Redaction (`kv2d1 snapshot --redact`): a source block with `redacted: true` makes the capture
+store every KV value and every D1 text cell outside `KEY_COLUMNS` (keys, dates, status) as `sha256:<16 hex>` of salt +
+value (`redacted`); the salt is `KV2D1_REDACT_SALT`, else random per run (so set it to resume a
+redacted capture with the same hashes). Keys, dates and ids stay, so the file can be shared and
+still be counted and compared by key.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import hashlib
 import itertools
 import json
 import os
+import secrets
 import signal
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -470,6 +477,7 @@ class _Capture:
         options: CaptureOptions,
     ) -> None:
         columns = _source_columns(d1)
+        salt = redaction_salt() if self.manifest.source.get("redacted") else None
         checkpoint = self.manifest.checkpoint
         for stage in STAGES[STAGES.index(self.manifest.stage) : -1]:
             done = self.manifest.counts[_counted(stage)]
@@ -481,6 +489,8 @@ class _Capture:
                 pages = _table_pages(d1, stage, columns[stage], checkpoint, options.table_page)
             insert = _insert_sql(stage, columns)
             for rows, last in pages:
+                if salt is not None:
+                    rows = _redact_rows(stage, columns, rows, salt)
                 self._commit_page(stage, insert, rows, before=checkpoint, after=last)
                 checkpoint, done = last, done + len(rows)
                 if progress:
@@ -767,6 +777,41 @@ def _write_error(path: Path, exc: sqlite3.Error | OSError) -> SnapshotError:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+# Keys, dates and the CHECKed enum `status` (the plan's DDL refuses anything else) stay readable.
+KEY_COLUMNS = frozenset(
+    {"id", "execution_id", "job_type", "execution_date", "execution_time", "status", "symbol",
+     "report_type", "report_date"}
+)  # fmt: skip
+REDACT_SALT_ENV = "KV2D1_REDACT_SALT"
+
+
+def redaction_salt() -> str:
+    """The salt of this run's hashes: `KV2D1_REDACT_SALT`, else a random one."""
+    return os.environ.get(REDACT_SALT_ENV) or secrets.token_hex(16)
+
+
+def redacted(value: str | bytes, salt: str) -> str:
+    """`sha256:` and the first 16 hex digits of SHA-256 over salt + value (UTF-8)."""
+    data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+    return "sha256:" + hashlib.sha256(salt.encode("utf-8") + data).hexdigest()[:16]
+
+
+def _redact_rows(
+    stage: str, columns: Mapping[str, tuple[str, ...]], rows: list[tuple[Any, ...]], salt: str
+) -> list[tuple[Any, ...]]:
+    """KV values, and D1 text cells outside `KEY_COLUMNS`, as salted hashes."""
+    if stage == "kv":
+        return [(key, redacted(value, salt).encode(), *rest) for key, value, *rest in rows]
+    names = columns[stage]
+    return [
+        tuple(
+            redacted(cell, salt) if isinstance(cell, str) and name not in KEY_COLUMNS else cell
+            for name, cell in zip(names, row, strict=True)
+        )
+        for row in rows
+    ]
 
 
 def _clean_source(source: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 - `backfill.plan` turns `missing_in_d1` / `expiring_soon` findings into `JobPlan`s: one KV
   record's missing rows, each an insert guarded by its natural key;
-- `backfill.apply` runs them against a `D1Source` (one transaction per job), keeps the run
-  ledger, resumes an interrupted run and reverts a run;
+- `backfill.apply` runs them against a `D1Source` (one transaction per job) and resumes an
+  interrupted run; `backfill.ledger` keeps the run ledger and reconciles a killed run;
+  `backfill.revert` reverts a run;
 - `backfill.sqlfile` writes the same guarded inserts as a SQL file for `wrangler d1 execute`.
 
 Nothing here ever replaces, updates or deletes a row, except `--revert`, which deletes exactly

@@ -10,7 +10,8 @@
 
 A metric that cannot be measured is `unknown` with the reason; unknown is never a pass. The
 evidence of a failing metric names the records behind it (KV keys, natural keys), the first N.
-Measuring (D1 reads, HTTP) happens in `reports.report_run`; this module only judges.
+Measuring (D1 reads, HTTP) happens in `reports.report_run`; this module only judges. The
+coverage grid behind the 7-day metric and the heatmap is `reports.coverage_grid` (re-exported).
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reports.coverage_grid import GRID_DAYS as GRID_DAYS  # re-exported, as the rest below
+from reports.coverage_grid import CellState as CellState
+from reports.coverage_grid import CoverageGrid as CoverageGrid
+from reports.coverage_grid import build_grid as build_grid
+from reports.coverage_grid import grid_span as grid_span
+from reports.coverage_grid import job_group as job_group
 from reports.probe import ROLLBACK_MS, TARGET_MS, ProbeResult
-from verifier.calendar import is_date, scheduled_on, today_et
+from verifier.calendar import is_date
 from verifier.d1 import run_of
-from verifier.model import Category, Finding, JobType, Severity, Table, Window
+from verifier.model import Category, Finding, Table
 
 EVIDENCE_LIMIT = 10
-GRID_DAYS = 35
 WRITE_TARGET, WRITE_ROLLBACK = 99.9, 95.0
 KV_REDUCTION_TARGET = 30.0
 DASHBOARD_TARGET_S = 2.0
@@ -199,12 +205,6 @@ def name_finding(f: Finding) -> str:
     return f"{f.category.value}: {where}"
 
 
-def job_group(f: Finding) -> tuple[str, str] | None:
-    """The (date, job type) a finding belongs to, from its natural key `type/date/run/…`."""
-    parts = f.natural_key.split("/")
-    return (parts[1], parts[0]) if len(parts) >= 3 and is_date(parts[1]) else None
-
-
 def _job_key(f: Finding) -> str:
     return "/".join(f.natural_key.split("/")[:3])
 
@@ -245,83 +245,6 @@ def data_completeness(
 
 
 # --- 7-day coverage --------------------------------------------------------------------------
-
-
-class CellState(enum.StrEnum):
-    OK = "ok"  # scheduled and in D1
-    DEFECT = "defect"  # in D1, with findings of severity error
-    MISSING = "missing"  # scheduled, not in D1
-    EXTRA = "extra"  # in D1 on a day the schedule does not expect it
-    NONE = "none"  # neither scheduled nor in D1
-
-
-@dataclass(frozen=True)
-class CoverageGrid:
-    """Which (day, job type) cells have the job in D1, for the heatmap and the 7-day metric."""
-
-    days: tuple[str, ...]
-    job_types: tuple[str, ...]
-    cells: Mapping[tuple[str, str], CellState]
-    metric_days: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "days": list(self.days),
-            "metric_days": list(self.metric_days),
-            "job_types": list(self.job_types),
-            "cells": {t: [self.cells[(d, t)].value for d in self.days] for t in self.job_types},
-        }
-
-
-def grid_span(window: Window, now: dt.datetime, *, days: int = GRID_DAYS) -> tuple[str, str] | None:
-    """First and last day of the heatmap: the window's end (at most yesterday, ET), back `days`."""
-    yesterday = dt.date.fromisoformat(today_et(now)) - dt.timedelta(days=1)
-    last = min(dt.date.fromisoformat(window.until), yesterday) if window.until else yesterday
-    start = last - dt.timedelta(days=days - 1)
-    if window.since:
-        start = max(start, dt.date.fromisoformat(window.since))
-    return (start.isoformat(), last.isoformat()) if start <= last else None
-
-
-def build_grid(
-    in_d1: set[tuple[str, str]],
-    *,
-    first_day: str,
-    last_day: str,
-    schedule: Mapping[str, str],
-    calendar: str,
-    findings: Sequence[Finding],
-) -> CoverageGrid:
-    """Hold the (day, job type) pairs D1 has against the schedule, day by day."""
-    defects = {g for f in findings if f.severity is Severity.ERROR and (g := job_group(f))}
-    present = set(schedule) | {t for _, t in in_d1}
-    known = [t.value for t in JobType]
-    types = [t for t in known if t in present] + sorted(present - set(known))
-    days = _days(first_day, last_day)
-    cells = {(d, t): _cell(d, t, schedule, calendar, in_d1, defects) for d in days for t in types}
-    return CoverageGrid(tuple(days), tuple(types), cells, tuple(days[-7:]))
-
-
-def _days(first_day: str, last_day: str) -> list[str]:
-    day, last = dt.date.fromisoformat(first_day), dt.date.fromisoformat(last_day)
-    return [(day + dt.timedelta(days=i)).isoformat() for i in range((last - day).days + 1)]
-
-
-def _cell(
-    day: str,
-    job_type: str,
-    schedule: Mapping[str, str],
-    calendar: str,
-    in_d1: set[tuple[str, str]],
-    defects: set[tuple[str, str]],
-) -> CellState:
-    rule = schedule.get(job_type)
-    expected = rule is not None and scheduled_on(rule, dt.date.fromisoformat(day), calendar)
-    if (day, job_type) in in_d1:
-        if (day, job_type) in defects:
-            return CellState.DEFECT
-        return CellState.OK if expected else CellState.EXTRA
-    return CellState.MISSING if expected else CellState.NONE
 
 
 def seven_day_coverage(

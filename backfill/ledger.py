@@ -1,0 +1,320 @@
+"""The run ledger of a backfill: what a run announced and did, and finding its rows again.
+
+The ledger is one JSON-lines file per run (`<ledger dir>/<run id>.jsonl`):
+
+| event | written | holds |
+|---|---|---|
+| `started` | before the first job (fsync) | run id, mode (`apply`/`sql-out`), target, window |
+| `job` | before its transaction (fsync) | rows it will insert (natural keys), max ids, time |
+| `done` | after the commit | the rows it did insert, with their row ids |
+| `resumed` | when a killed run starts again | time |
+| `finished` / `reverted` | at the end (fsync) | counts |
+
+A run killed between a `job` line and its `done` line is reconciled when it resumes (or is
+reverted): an execution is the run's when its `metadata` names the run id; a child row added to
+an execution D1 already had is the run's when it has an intended natural key, an id above the
+max id recorded before the transaction and a `created_at` close to the `job` line's time.
+
+`backfill.apply` writes the ledger; `backfill.revert` reads it to undo a run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backfill.plan import CHILD_KEY_COLUMN, ExecutionKey, Provenance
+from verifier.errors import BackfillError
+from verifier.model import Table
+from verifier.sources import D1Source
+
+LEDGER_SUFFIX = ".jsonl"
+RECONCILE_BEFORE = dt.timedelta(minutes=2)  # clock skew between us and D1's `datetime('now')`
+RECONCILE_AFTER = dt.timedelta(minutes=15)  # a transaction may wait out a busy timeout first
+SQL_TIME = "%Y-%m-%d %H:%M:%S"  # the form of SQLite's datetime('now'), as in `created_at`
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A sortable, unique run id: UTC time and random hex (no `_` or `%`, safe in patterns)."""
+    stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return f"{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def utc_now() -> str:
+    """Now in UTC, in the form of SQLite's `datetime('now')` (`SQL_TIME`)."""
+    return dt.datetime.now(dt.UTC).strftime(SQL_TIME)
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+
+class Ledger:
+    """The JSON-lines record of one run; lines are appended, never rewritten."""
+
+    def __init__(self, path: Path, run_id: str, *, last_seq: int = 0) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._seq = last_seq
+
+    def next_seq(self) -> int:
+        """Job numbers run on across a resumed run's segments, so `done` lines pair up."""
+        self._seq += 1
+        return self._seq
+
+    @classmethod
+    def resume(cls, run: LedgerRun) -> Ledger:
+        last = max((int(e["seq"]) for e in run.events if e.get("event") == "job"), default=0)
+        ledger = cls(run.path, run.run_id, last_seq=last)
+        ledger.append({"event": "resumed", "at": utc_now()}, sync=True)
+        return ledger
+
+    @classmethod
+    def create(cls, directory: Path, run_id: str, started: dict[str, Any]) -> Ledger:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackfillError(
+                f"cannot create the ledger directory {directory}: {exc.strerror}; "
+                "choose another with --ledger-dir"
+            ) from exc
+        ledger = cls(directory / f"{run_id}{LEDGER_SUFFIX}", run_id)
+        first = {"event": "started", "run_id": run_id, "at": utc_now(), **started}
+        ledger.append(first, sync=True)
+        return ledger
+
+    def append(self, event: dict[str, Any], *, sync: bool = False) -> None:
+        """One line; `sync` makes it durable before what it announces happens."""
+        line = json.dumps(event, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        try:
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(line + "\n")
+                out.flush()
+                if sync:
+                    os.fsync(out.fileno())
+        except OSError as exc:
+            raise BackfillError(f"cannot write the run ledger {self.path}: {exc.strerror}") from exc
+
+    def finish(self, event: str = "finished", **info: Any) -> None:
+        """The run's last line: `finished` (or `reverted`), durable."""
+        self.append({"event": event, "at": utc_now(), **info}, sync=True)
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_events(self.path)
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The events of a ledger file; a line cut short by a kill (the last one) is ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise BackfillError(f"cannot read the run ledger {path}: {exc.strerror}") from exc
+    events = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number < len(lines):
+                raise BackfillError(f"run ledger {path} is damaged at line {number}") from exc
+    return events
+
+
+@dataclass(frozen=True)
+class LedgerRun:
+    """A run as its ledger tells it."""
+
+    run_id: str
+    path: Path
+    events: tuple[dict[str, Any], ...]
+
+    @property
+    def started(self) -> dict[str, Any]:
+        return self.events[0] if self.events and self.events[0].get("event") == "started" else {}
+
+    @property
+    def mode(self) -> str:
+        return str(self.started.get("mode", "apply"))
+
+    @property
+    def target(self) -> str | None:
+        return self.started.get("target")
+
+    @property
+    def state(self) -> str:
+        kinds = {e.get("event") for e in self.events}
+        return next((s for s in ("reverted", "finished") if s in kinds), "started")
+
+    def jobs(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """Each `job` event with its `done` event (None when the run stopped in between)."""
+        done = {e["seq"]: e for e in self.events if e.get("event") == "done"}
+        for event in self.events:
+            if event.get("event") == "job":
+                yield event, done.get(event["seq"])
+
+
+def load_run(directory: Path, run_id: str) -> LedgerRun:
+    path = directory / f"{run_id}{LEDGER_SUFFIX}"
+    if not path.is_file():
+        raise BackfillError(
+            f"no ledger for run {run_id} in {directory}: pass the --ledger-dir the run used"
+        )
+    return LedgerRun(run_id, path, tuple(read_events(path)))
+
+
+def find_unfinished(directory: Path, target: str) -> LedgerRun | None:
+    """The newest run on `target` that started applying and neither finished nor was reverted."""
+    if not directory.is_dir():
+        return None
+    for path in sorted(directory.glob(f"*{LEDGER_SUFFIX}"), reverse=True):
+        first, last = _first_and_last(path)
+        started = first.get("event") == "started" and first.get("mode") == "apply"
+        ended = last.get("event") in ("finished", "reverted")
+        if started and first.get("target") == target and not ended:
+            return LedgerRun(path.stem, path, tuple(read_events(path)))
+    return None
+
+
+def _first_and_last(path: Path, tail: int = 65536) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ledger's first and last complete events, without reading a long ledger whole."""
+    try:
+        with path.open("rb") as handle:
+            first_line = handle.readline()
+            handle.seek(max(0, path.stat().st_size - tail))
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise BackfillError(f"cannot read the run ledger {path}: {exc.strerror}") from exc
+    events = []
+    for line in (first_line, *reversed(lines)):
+        try:
+            events.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill, or the middle of one
+            continue
+        if len(events) == 2:
+            break
+    first = events[0] if events else {}
+    return first, events[-1] if len(events) > 1 else first
+
+
+@dataclass(frozen=True)
+class InsertedRow:
+    """A row one run inserted, as the ledger records it."""
+
+    table: str
+    natural_key: str
+    key: str | None
+    rowid: int
+    execution_id: int | None
+    parent: str  # "new": the run inserted the execution too; "existing": D1 had it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table, "natural_key": self.natural_key, "key": self.key,
+            "rowid": self.rowid, "execution_id": self.execution_id, "parent": self.parent,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> InsertedRow:
+        return cls(d["table"], d["natural_key"], d.get("key"), int(d["rowid"]),
+                   d.get("execution_id"), d.get("parent", "existing"))
+
+
+# --- finding inserted rows again ---------------------------------------------------------------
+
+
+def lookup_rows(
+    d1: D1Source,
+    execution: ExecutionKey,
+    wanted: list[tuple[str, str, str | None]],
+    ids: dict[str, int],
+    *,
+    new_parent: bool,
+    created_between: tuple[str, str] | None = None,
+    marker: str | None = None,
+) -> list[InsertedRow]:
+    """The ids of rows with the wanted natural keys, inserted after `ids` were taken.
+
+    Of several rows with one key, the first is ours: a guarded insert only adds a key that is
+    absent. `marker` requires the execution's metadata to name the run; `created_between`
+    bounds children's `created_at` (reconciling, when the commit is not known to have happened).
+    """
+    found: list[InsertedRow] = []
+    parent = "new" if new_parent else "existing"
+    for table, nk, _ in wanted:
+        if table == Table.JOB_EXECUTIONS:
+            exec_row = _lookup_execution(d1, execution, ids, marker)
+            if exec_row is not None:
+                found.append(InsertedRow(table, nk, None, exec_row, None, parent))
+    for table in (Table.ANALYSIS_RESULTS, Table.REPORT_SNAPSHOTS):
+        keys = {k: n for t, n, k in wanted if t == table and k is not None}
+        if keys:
+            rows = _lookup_children(d1, table, execution, ids[table], created_between)
+            found += [InsertedRow(table, keys[k], k, rowid, eid, parent)
+                      for k, rowid, eid in rows if k in keys]
+    return found
+
+
+def _lookup_execution(
+    d1: D1Source, execution: ExecutionKey, ids: dict[str, int], marker: str | None
+) -> int | None:
+    match = execution.match()
+    sql = f"SELECT id FROM job_executions WHERE {match.sql} AND id > ?"
+    params: tuple[Any, ...] = (*match.params, ids[Table.JOB_EXECUTIONS])
+    if marker is not None:
+        sql += " AND instr(metadata, ?) > 0"
+        params += (marker,)
+    rows = list(d1.query(sql + " ORDER BY id LIMIT 1", params))
+    return int(rows[0][0]) if rows else None
+
+
+def _lookup_children(
+    d1: D1Source,
+    table: Table,
+    execution: ExecutionKey,
+    after_id: int,
+    created_between: tuple[str, str] | None,
+) -> list[tuple[str, int, int]]:
+    """(key, id, execution id) of the first child per key under the execution, after an id."""
+    parent = execution.id_select()
+    key = CHILD_KEY_COLUMN[table]
+    sql = (f"SELECT {key}, min(id), execution_id FROM {table} "
+           f"WHERE execution_id = {parent.sql} AND id > ?")
+    params: tuple[Any, ...] = (*parent.params, after_id)
+    if created_between is not None:
+        sql += " AND created_at BETWEEN ? AND ?"
+        params += created_between
+    rows = d1.query(sql + f" GROUP BY {key}", params)
+    return [(str(k), int(i), int(e)) for k, i, e in rows]
+
+
+def reconcile_job(d1: D1Source, event: dict[str, Any], run_id: str) -> list[InsertedRow]:
+    """The rows a job whose `done` line is missing did insert (none if it never committed)."""
+    execution = ExecutionKey(**event["execution"])
+    wanted = [(r["table"], r["natural_key"], r.get("key")) for r in event["rows"]]
+    ids = {t: int(v) for t, v in event["max_ids"].items()}
+    marker = Provenance(run_id).marker
+    if event.get("new_execution"):
+        ours = lookup_rows(d1, execution, wanted, ids, new_parent=True, marker=marker)
+        if any(r.table == Table.JOB_EXECUTIONS for r in ours):
+            return ours
+        wanted = [w for w in wanted if w[0] != Table.JOB_EXECUTIONS]
+    at = dt.datetime.strptime(event["at"], SQL_TIME)
+    window = ((at - RECONCILE_BEFORE).strftime(SQL_TIME), (at + RECONCILE_AFTER).strftime(SQL_TIME))
+    return lookup_rows(d1, execution, wanted, ids, new_parent=False, created_between=window)
+
+
+def reconcile(d1: D1Source, ledger: Ledger) -> int:
+    """Write the `done` lines a killed run did not get to; the number of rows recovered."""
+    run = LedgerRun(ledger.run_id, ledger.path, tuple(ledger.events()))
+    recovered = 0
+    for event, done in run.jobs():
+        if done is None:
+            rows = reconcile_job(d1, event, run.run_id)
+            ledger.append({"event": "done", "seq": event["seq"], "reconciled": True,
+                           "rows": [r.to_json() for r in rows]})
+            recovered += len(rows)
+    return recovered

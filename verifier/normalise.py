@@ -9,6 +9,7 @@ per-symbol map (shape A's failures) is counted as failed and yields no row.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -118,7 +119,24 @@ def _confidence(value: Any, notes: list[str], symbol: str) -> float | None:
 
 
 def _json_or_none(value: Any) -> str | None:
-    return None if value is None or value is _MISSING else canonical_json(value)
+    return None if value is None or value is _MISSING else _canonical_parsed(value)
+
+
+# An integral float (`3.0`, `1e+16`) is the one thing `canonical_json` writes differently from
+# a plain sorted dump; a match (also inside a string) only means taking the exact slow path.
+_INTEGRAL_FLOAT = re.compile(r"\.0(?![0-9])|e\+")
+
+
+def _canonical_parsed(value: Any) -> str:
+    """`canonical_json` of a value parsed from JSON text (so every key is a string), faster.
+
+    The C encoder writes it directly unless an integral float may be inside; then the exact
+    canonicalising path runs. Same bytes either way.
+    """
+    text = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return canonical_json(value) if _INTEGRAL_FLOAT.search(text) else text
 
 
 # --- per-symbol extraction, by shape (reference §4) ----------------------------------------
@@ -376,7 +394,7 @@ def _build_report(
     report = ReportRecord(
         report_type=match.job_type,
         report_date=match.date,
-        content=canonical_json(p),
+        content=_canonical_parsed(p),
         high_confidence_count=_int(high),
     )
     return _record(entry, shape, job, report=report)

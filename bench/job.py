@@ -1,0 +1,281 @@
+"""One measured benchmark job, run by `bench/run.py` in a fresh process; prints one JSON line.
+
+    python bench/job.py verify-local   --size 100k
+    python bench/job.py verify-remote  --size 100k --base-url URL [--rate 1200/3]
+    python bench/job.py snapshot-local --size 100k
+    python bench/job.py backfill-local --size 100k
+    python bench/job.py naive-local    --size 100k
+    python bench/job.py naive-remote   --size 10k --base-url URL
+
+Each job does what the CLI command does (the same library calls, `--now` pinned to the
+worker's), times the work itself (`seconds`, after imports and opening the sources) and the
+process (`process_seconds`), and reports its peak RSS (`ru_maxrss` of this process = VmHWM).
+The verify jobs check the findings against the worker's expected (category, natural key)
+pairs and fail loudly on any difference. Remote jobs need `bench/serve.py` serving the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROCESS_START = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import datetime as dt  # noqa: E402
+
+from workers import BenchWorker, load, parse_size  # noqa: E402
+
+from verifier.model import Window  # noqa: E402
+from verifier.profile import load_profile  # noqa: E402
+from verifier.sources.local import LocalD1, LocalKv  # noqa: E402
+from verifier.verify import Verification  # noqa: E402
+
+TOKEN = "cf-test-token-7Hq2ZrX9pLk4Vw1s"  # tests/cfserver.py's
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+
+
+def _now(w: BenchWorker) -> dt.datetime:
+    return dt.datetime.fromisoformat(w.meta["now"])
+
+
+def _window(w: BenchWorker) -> Window:
+    return Window(w.meta["window"]["since"], w.meta["window"]["until"])
+
+
+def _local(w: BenchWorker, *, writable: bool = False, d1_path: Path | None = None):
+    now_ms = int(_now(w).timestamp() * 1000)
+    kv = LocalKv(w.v3_dir, w.meta["kv_namespace_id"], now_ms=now_ms)
+    d1 = LocalD1(d1_path or w.d1_path, readonly=not writable, name="bench")
+    return kv, d1
+
+
+def _remote(w: BenchWorker, base_url: str, rate: str | None):
+    from verifier.sources.remote import (
+        CloudflareClient,
+        RateLimiter,
+        RemoteCredentials,
+        RemoteD1,
+        RemoteKv,
+    )
+
+    limiter = None
+    if rate:
+        n, window = rate.split("/")
+        limiter = RateLimiter(max_requests=int(n), window_s=float(window))
+    client = CloudflareClient(RemoteCredentials(TOKEN, ACCOUNT, base_url), limiter=limiter)
+    return client, RemoteKv(client, w.meta["kv_namespace_id"]), RemoteD1(
+        client, w.meta["remote_database_id"], name="bench"
+    )
+
+
+def _check(w: BenchWorker, findings: Sequence[Any]) -> dict[str, Any]:
+    found = {(f.category.value, f.natural_key) for f in findings}
+    expected = w.expected
+    missed, extra = expected - found, found - expected
+    if missed or extra:
+        raise SystemExit(
+            f"verify did not find exactly the seeded defects: missed {sorted(missed)[:5]}, "
+            f"extra {sorted(extra)[:5]}"
+        )
+    return {"findings": len(findings), "seeded_found": len(expected), "seeded_ok": True}
+
+
+def verify(w: BenchWorker, kv: Any, d1: Any, *, chunk_days: int | None) -> dict[str, Any]:
+    run = Verification(
+        kv=kv,
+        d1=d1,
+        profile=load_profile(),
+        window=_window(w),
+        now=_now(w),
+        chunk_days=chunk_days,
+    )
+    started = time.perf_counter()
+    findings = list(run.findings())
+    seconds = time.perf_counter() - started
+    cov = run.coverage
+    return {
+        "seconds": seconds,
+        "listed": cov.keys_listed,
+        "matched": cov.keys_matched,
+        "d1_rows": cov.d1_executions + cov.d1_symbol_results + cov.d1_reports,
+        **_check(w, findings),
+    }
+
+
+def job_verify_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    kv, d1 = _local(w)
+    return verify(w, kv, d1, chunk_days=None)
+
+
+def job_verify_remote(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    client, kv, d1 = _remote(w, args.base_url, args.rate)
+    out = verify(w, kv, d1, chunk_days=args.chunk_days)  # the CLI's --remote uses 7
+    out["requests"] = client.stats.to_json()
+    return out
+
+
+def job_snapshot_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    from verifier.sources.snapshot import capture_snapshot
+
+    kv, d1 = _local(w)
+    with tempfile.TemporaryDirectory(prefix="kv2d1-bench-") as tmp:
+        path = Path(tmp) / "snapshot.sqlite"
+        started = time.perf_counter()
+        manifest = capture_snapshot(kv, d1, {"kind": "local"}, path)
+        seconds = time.perf_counter() - started
+        size = path.stat().st_size
+    counts = manifest.counts
+    return {
+        "seconds": seconds,
+        "listed": counts["kv_entries"],
+        "matched": counts["kv_entries"],
+        "snapshot_bytes": size,
+        "counts": counts,
+    }
+
+
+class CountingD1:
+    """A D1Source that measures what backfill sends per `execute_batch` (one request remotely)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches = 0
+        self.statements = 0
+        self.rows_inserted = 0
+        self.params: list[int] = []
+        self.sql_bytes: list[int] = []
+        self.rows_per_statement: list[int] = []
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.inner.query(sql, params)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        items = list(statements)
+        changes = self.inner.execute_batch(statements)
+        if not any(sql.rstrip().endswith("WHERE 0") for sql, _ in items):
+            self.batches += 1
+            self.statements += len(items)
+            for (sql, params), n in zip(items, changes, strict=False):
+                self.params.append(len(params))
+                self.sql_bytes.append(len(sql.encode()))
+                self.rows_per_statement.append(sql.upper().count("SELECT ?") or 1)
+                self.rows_inserted += n
+        return changes
+
+
+def packing(d1: CountingD1) -> dict[str, Any]:
+    """Statements and rows per request against what 100 parameters / 100 KB per statement allow."""
+    if not d1.statements:
+        return {}
+    params = sum(d1.params) / d1.statements
+    size = sum(d1.sql_bytes) / d1.statements
+    rows = sum(d1.rows_per_statement) / d1.statements
+    per_row_params, per_row_bytes = params / rows, size / rows
+    allowed = min(100 // max(per_row_params, 1), 100_000 // max(per_row_bytes, 1))
+    return {
+        "requests": d1.batches,
+        "statements": d1.statements,
+        "rows_inserted": d1.rows_inserted,
+        "statements_per_request": round(d1.statements / d1.batches, 2),
+        "rows_per_statement": round(rows, 2),
+        "params_per_statement": round(params, 1),
+        "sql_bytes_per_statement": round(size),
+        "rows_per_statement_allowed": int(allowed),
+        "fill_of_limits": round(rows / allowed, 4),
+    }
+
+
+def job_backfill_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    import shutil
+
+    from reports.backfill_run import BackfillMode, BackfillOptions, backfill_document
+
+    with tempfile.TemporaryDirectory(prefix="kv2d1-bench-") as tmp:
+        copy = Path(tmp) / "d1.sqlite"
+        shutil.copy(w.d1_path, copy)
+        kv, d1 = _local(w, writable=True, d1_path=copy)
+        counting = CountingD1(d1)
+        run = Verification(
+            kv=kv, d1=counting, profile=load_profile(), window=_window(w), now=_now(w)
+        )
+        options = BackfillOptions(mode=BackfillMode.APPLY, ledger_dir=Path(tmp) / "ledger")
+        started = time.perf_counter()
+        doc = backfill_document(run, options=options, source={"kind": "local"})
+        seconds = time.perf_counter() - started
+    block = doc["backfill"]
+    after_missing = sum((block.get("after") or {}).get("missing_in_d1", {}).values())
+    if after_missing:
+        raise SystemExit(f"backfill left {after_missing} missing_in_d1 findings")
+    return {
+        "seconds": seconds,
+        "apply_seconds": block.get("seconds"),
+        "listed": doc["coverage"]["keys_listed"],
+        "matched": doc["coverage"]["keys_matched"],
+        "rows_inserted": block["rows"]["inserted"]["total"],
+        "jobs_applied": block["jobs"]["applied"],
+        "packing": packing(counting),
+        "after_missing_in_d1": after_missing,
+    }
+
+
+def job_naive_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    from naive import naive_verify
+
+    kv, d1 = _local(w)
+    return naive_verify(kv, d1, _window(w), limit=args.limit)
+
+
+def job_naive_remote(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    from naive import naive_verify
+
+    client, kv, d1 = _remote(w, args.base_url, args.rate)
+    kv.with_metadata = False
+    out = naive_verify(kv, d1, _window(w), limit=args.limit, one_get=kv._read_one)
+    out["requests"] = client.stats.to_json()
+    return out
+
+
+JOBS = {
+    "verify-local": job_verify_local,
+    "verify-remote": job_verify_remote,
+    "snapshot-local": job_snapshot_local,
+    "backfill-local": job_backfill_local,
+    "naive-local": job_naive_local,
+    "naive-remote": job_naive_remote,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("job", choices=sorted(JOBS))
+    parser.add_argument("--size", required=True)
+    parser.add_argument("--base-url")
+    parser.add_argument("--database-id")
+    parser.add_argument("--rate", help="client-side limit N/SECONDS, e.g. 1200/3")
+    parser.add_argument("--chunk-days", type=int, default=7)
+    parser.add_argument("--limit", type=int, help="naive: stop after this many matched keys")
+    args = parser.parse_args()
+    worker = load(parse_size(args.size), log=lambda m: print(m, file=sys.stderr))
+    if args.database_id:
+        worker.meta["remote_database_id"] = args.database_id
+    result = JOBS[args.job](worker, args)
+    result["process_seconds"] = time.perf_counter() - PROCESS_START
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

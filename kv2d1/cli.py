@@ -214,6 +214,25 @@ class OpenedSources:
     d1_name: str
     chunk_days: int | None = None
 
+    def verification(
+        self,
+        opts: CommonOptions,
+        profile: Profile,
+        *,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> Verification:
+        """A verify run over these sources, with the window and clock the options give."""
+        return Verification(
+            kv=self.kv,
+            d1=self.d1,
+            profile=profile,
+            window=opts.window,
+            now=opts.now or dt.datetime.now(dt.UTC),
+            chunk_days=self.chunk_days,
+            progress=progress,
+            d1_name=self.d1_name,
+        )
+
 
 def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = False) -> OpenedSources:
     """The KV and D1 sources the options name: a snapshot, the REST API, or local state.
@@ -290,16 +309,7 @@ def verify(**kw: Any) -> None:
     profile = load_profile(opts.profile)
     opened = open_sources(opts, profile)
     with Progress.for_terminal("kv", quiet=opts.quiet) as progress:
-        verification = Verification(
-            kv=opened.kv,
-            d1=opened.d1,
-            profile=profile,
-            window=opts.window,
-            now=opts.now or dt.datetime.now(dt.UTC),
-            chunk_days=opened.chunk_days,
-            progress=progress,
-            d1_name=opened.d1_name,
-        )
+        verification = opened.verification(opts, profile, progress=progress)
         doc, _, summary = verify_document(verification, source=opened.source)
     emit(doc, opts)
     if summary.errors:

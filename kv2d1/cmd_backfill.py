@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from reports.progress import Progress
 from reports.render import OutputFormat
 from verifier.profile import load_profile
 from verifier.sources.snapshot import redaction_salt
-from verifier.verify import Verification
 
 RUN_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
 LEDGER_DIR = Path(".kv2d1") / "runs"
@@ -114,16 +112,7 @@ def backfill(
         Progress.for_terminal("kv", quiet=opts.quiet) as kv_progress,
         Progress.for_terminal("backfill", quiet=opts.quiet, unit="jobs") as job_progress,
     ):
-        verification = Verification(
-            kv=opened.kv,
-            d1=opened.d1,
-            profile=profile,
-            window=opts.window,
-            now=opts.now or dt.datetime.now(dt.UTC),
-            chunk_days=opened.chunk_days,
-            progress=kv_progress,
-            d1_name=opened.d1_name,
-        )
+        verification = opened.verification(opts, profile, progress=kv_progress)
         doc = backfill_document(
             verification, options=options, source=opened.source, apply_progress=job_progress
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from reports.report_run import HttpGraphQL, ReportOptions, ReportTools, run_repo
 from verifier.calendar import is_date
 from verifier.profile import load_profile
 from verifier.sources.remote import RemoteD1
-from verifier.verify import Verification
 
 
 def _date_range(ctx: click.Context, param: click.Parameter, value: str | None) -> DateRange | None:
@@ -135,16 +133,7 @@ def report(
     timer = None if opts.snapshot is not None else timer_for(opened.d1)
     try:
         with Progress.for_terminal("kv", quiet=opts.quiet) as progress:
-            verification = Verification(
-                kv=opened.kv,
-                d1=opened.d1,
-                profile=profile,
-                window=opts.window,
-                now=opts.now or dt.datetime.now(dt.UTC),
-                chunk_days=opened.chunk_days,
-                progress=progress,
-                d1_name=opened.d1_name,
-            )
+            verification = opened.verification(opts, profile, progress=progress)
             tools = ReportTools(timer=timer, graphql=graphql)
             outcome = run_report(verification, source=opened.source, options=options, tools=tools)
     finally:

@@ -35,6 +35,7 @@ import datetime as dt  # noqa: E402
 
 from workers import BenchWorker, load, parse_size  # noqa: E402
 
+from verifier.d1 import REMOTE_D1_CHUNK  # noqa: E402
 from verifier.model import Window  # noqa: E402
 from verifier.profile import load_profile  # noqa: E402
 from verifier.sources.local import LocalD1, LocalKv  # noqa: E402
@@ -90,14 +91,14 @@ def _check(w: BenchWorker, findings: Sequence[Any]) -> dict[str, Any]:
     return {"findings": len(findings), "seeded_found": len(expected), "seeded_ok": True}
 
 
-def verify(w: BenchWorker, kv: Any, d1: Any, *, chunk_days: int | None) -> dict[str, Any]:
+def verify(w: BenchWorker, kv: Any, d1: Any, *, d1_chunk: int | None) -> dict[str, Any]:
     run = Verification(
         kv=kv,
         d1=d1,
         profile=load_profile(),
         window=_window(w),
         now=_now(w),
-        chunk_days=chunk_days,
+        d1_chunk=d1_chunk,
     )
     started = time.perf_counter()
     findings = list(run.findings())
@@ -114,12 +115,12 @@ def verify(w: BenchWorker, kv: Any, d1: Any, *, chunk_days: int | None) -> dict[
 
 def job_verify_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
     kv, d1 = _local(w)
-    return verify(w, kv, d1, chunk_days=None)
+    return verify(w, kv, d1, d1_chunk=None)
 
 
 def job_verify_remote(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
     client, kv, d1 = _remote(w, args.base_url, args.rate)
-    out = verify(w, kv, d1, chunk_days=args.chunk_days)  # the CLI's --remote uses 7
+    out = verify(w, kv, d1, d1_chunk=args.d1_chunk)  # as the CLI's --remote
     out["requests"] = client.stats.to_json()
     return out
 
@@ -265,7 +266,7 @@ def main() -> None:
     parser.add_argument("--base-url")
     parser.add_argument("--database-id")
     parser.add_argument("--rate", help="client-side limit N/SECONDS, e.g. 1200/3")
-    parser.add_argument("--chunk-days", type=int, default=7)
+    parser.add_argument("--d1-chunk", type=int, default=REMOTE_D1_CHUNK)
     parser.add_argument("--limit", type=int, help="naive: stop after this many matched keys")
     args = parser.parse_args()
     worker = load(parse_size(args.size), log=lambda m: print(m, file=sys.stderr))

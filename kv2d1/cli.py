@@ -22,6 +22,7 @@ from reports.render import EXTENSIONS, OutputFormat, render
 from reports.runs import verify_document
 from verifier import __version__
 from verifier.calendar import is_date
+from verifier.d1 import REMOTE_D1_CHUNK
 from verifier.errors import Kv2d1Error
 from verifier.model import Window
 from verifier.profile import Profile, load_profile
@@ -212,7 +213,7 @@ class OpenedSources:
     d1: D1Source
     source: dict[str, Any]
     d1_name: str
-    chunk_days: int | None = None
+    d1_chunk: int | None = None
 
     def verification(
         self,
@@ -228,7 +229,7 @@ class OpenedSources:
             profile=profile,
             window=opts.window,
             now=opts.now or dt.datetime.now(dt.UTC),
-            chunk_days=self.chunk_days,
+            d1_chunk=self.d1_chunk,
             progress=progress,
             d1_name=self.d1_name,
         )
@@ -262,7 +263,8 @@ def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> O
         from verifier.sources.remote import open_remote_sources
 
         kv, d1, source = open_remote_sources(config, kv_binding=kv_name, d1_binding=d1_name)
-        return OpenedSources(kv, d1, source, source.get("d1_database_name") or "<db>", chunk_days=7)
+        name = source.get("d1_database_name") or "<db>"
+        return OpenedSources(kv, d1, source, name, d1_chunk=REMOTE_D1_CHUNK)
     kv, d1, source = open_local_sources(
         config,
         kv_binding=kv_name,

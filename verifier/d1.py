@@ -2,13 +2,12 @@
 
 Reads are three ordered queries (executions, their symbol results, their report snapshots)
 walked in lockstep, so one execution and its children are in memory at a time. A window of
-dates can be read in chunks so that no single answer grows with the database (remote D1 caps a
-result at tens of MB).
+dates can be read in chunks of about a given number of executions, so that no single answer grows
+with the database (remote D1 caps a result at tens of MB) while the number of requests stays small.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +70,9 @@ PLAN_TABLES = {
     Table.ANALYSIS_RESULTS: (*SYMBOL_COLUMNS[1:], "execution_id"),
     Table.REPORT_SNAPSHOTS: (*REPORT_COLUMNS[1:], "execution_id"),
 }
+# Executions per remote D1 read: about 2,000 executions (~14,000 rows, a few MB) per answer, far
+# below D1's result cap, in a handful of requests even at a million KV keys.
+REMOTE_D1_CHUNK = 2000
 _ORDER = "je.execution_date, je.job_type, je.execution_time, je.id"
 JOB_TYPES = frozenset(t.value for t in JobType)
 STATUSES = frozenset(s.value for s in Status)
@@ -99,29 +101,45 @@ def _select(
     return f"SELECT {cols} {join}{where} ORDER BY {order}", params
 
 
-def date_chunks(source: D1Source, window: Window, chunk_days: int | None) -> list[Window]:
-    """The window cut into chunks of `chunk_days` dates (one chunk when None)."""
-    if chunk_days is None:
+def date_chunks(source: D1Source, window: Window, per_chunk: int | None) -> list[Window]:
+    """The window cut into runs of whole dates of at most `per_chunk` executions each.
+
+    One query counts the executions per date; a date holding more than `per_chunk` stays whole
+    (a chunk never splits a date). One chunk when `per_chunk` is None, the table is empty, or
+    a date is not `YYYY-MM-DD` (a single read then keeps every row in view).
+    """
+    if per_chunk is None:
         return [window]
-    rows = list(source.query("SELECT min(execution_date), max(execution_date) FROM job_executions"))
-    low, high = rows[0] if rows else (None, None)
-    if not (is_date(low) and is_date(high)):
+    where, params = _where(window)
+    counts = list(
+        source.query(
+            f"SELECT je.execution_date, count(*) FROM job_executions je{where} "
+            "GROUP BY je.execution_date ORDER BY je.execution_date",
+            params,
+        )
+    )
+    if not counts or not all(is_date(date) for date, _ in counts):
         return [window]
-    start = max(dt.date.fromisoformat(window.since or low), dt.date.fromisoformat(low))
-    end = min(dt.date.fromisoformat(window.until or high), dt.date.fromisoformat(high))
-    chunks = []
-    while start <= end:
-        stop = min(start + dt.timedelta(days=chunk_days - 1), end)
-        chunks.append(Window(start.isoformat(), stop.isoformat()))
-        start = stop + dt.timedelta(days=1)
+    chunks: list[Window] = []
+    first, last, held = counts[0][0], counts[0][0], 0
+    for date, count in counts:
+        if held and held + int(count) > per_chunk:
+            chunks.append(Window(first, last))
+            first, held = date, 0
+        last, held = date, held + int(count)
+    chunks.append(Window(first, last))
     return chunks
 
 
 def iter_d1_jobs(
-    source: D1Source, window: Window, *, chunk_days: int | None = None
+    source: D1Source, window: Window, *, per_chunk: int | None = None
 ) -> Iterator[D1Job]:
-    """Every execution in the window with its children, in natural-key order of (date, type)."""
-    for chunk in date_chunks(source, window, chunk_days):
+    """Every execution in the window with its children, in natural-key order of (date, type).
+
+    With `per_chunk`, the three ordered reads run once per run of dates holding about that
+    many executions, so no answer grows with the database (remote D1 caps a result's size).
+    """
+    for chunk in date_chunks(source, window, per_chunk):
         yield from _iter_chunk(source, chunk)
 
 

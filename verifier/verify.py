@@ -72,7 +72,7 @@ class Verification:
     profile: Profile
     window: Window = field(default_factory=Window)
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    chunk_days: int | None = None
+    d1_chunk: int | None = None  # executions per D1 read (None: one read of the window)
     progress: Progress | None = None
     d1_name: str = "<database>"
     coverage: Coverage = field(default_factory=Coverage)
@@ -83,7 +83,7 @@ class Verification:
         try:
             ctx = DiffContext(self.now, self.coverage, ttl_of=self._ttls())
             yield from self._load_kv(spool, ctx)
-            d1_jobs = iter_d1_jobs(self.d1, self.window, chunk_days=self.chunk_days)
+            d1_jobs = iter_d1_jobs(self.d1, self.window, per_chunk=self.d1_chunk)
             yield from diff_streams(spool, d1_jobs, ctx)
             yield from self._schedule_gaps(ctx)
         finally:

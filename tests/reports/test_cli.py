@@ -33,6 +33,7 @@ from tests.cfserver import (
     serve,
 )
 from tests.reports.datasets import NOW, World
+from verifier.d1 import REMOTE_D1_CHUNK
 from verifier.profile import schema_dir
 from verifier.sources.remote import (
     CloudflareClient,
@@ -279,7 +280,7 @@ def open_remote(stub: AnalyticsStub, database_id: str) -> OpenedSources:
         RemoteCredentials(TOKEN, ACCOUNT, stub.base_url), retry=RetryPolicy(timeout_s=5.0)
     )
     kv, d1, source = open_remote_sources(config, client=client)
-    return OpenedSources(kv, d1, source, "prod", chunk_days=7)
+    return OpenedSources(kv, d1, source, "prod", d1_chunk=REMOTE_D1_CHUNK)
 
 
 def test_remote_report_reads_kv_analytics_and_d1_durations(

@@ -7,7 +7,8 @@ every other shape, so a payload matches at most one shape and a pattern's candid
 decides how soon the match is found. A payload carrying two shapes' markers is ambiguous and
 matches none: that is an `invalid_kv_payload` finding, not a guess.
 
-Validators are compiled once per process. `detect_shape` runs once per KV key, so before the full
+The fast (Rust) validators are compiled once per process; the Python ones, which explain a
+mismatch, only when a mismatch needs explaining. `detect_shape` runs once per KV key, so before the full
 validation it skips a candidate whose top-level `required` keys are not all in the payload.
 
 The schemas are package data of `kv2d1.schema` (the repository's `schema/` directory, mapped by
@@ -27,7 +28,7 @@ from typing import Any
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.protocols import Validator
 
 from verifier.errors import ProfileError
@@ -44,11 +45,16 @@ class _Shape:
     """One compiled shape schema and the top-level facts the cheap pre-check needs."""
 
     name: str
-    validator: Validator
+    schema: dict[str, Any]
     fast: Any  # a jsonschema_rs validator: same schema, compiled in Rust (~200x faster to check)
     object_only: bool
     required: frozenset[str]
     known: frozenset[str]
+
+    @property
+    def validator(self) -> Validator:
+        """The Python validator, built on first use: only explaining a mismatch needs it."""
+        return _python_validator(self.name)
 
     def overlap(self, payload: object) -> int:
         """How many of the payload's top-level keys this shape knows (closeness, for explaining)."""
@@ -65,7 +71,7 @@ def load_shape_schemas() -> dict[str, Validator]:
 
     A validator's `.schema` is its file with the local `$ref`s inlined (same meaning, faster).
     """
-    return {name: shape.validator for name, shape in _shapes().items()}
+    return {name: _python_validator(name) for name in _shapes()}
 
 
 def detect_shape(payload: object, candidates: Sequence[str]) -> str | None:
@@ -138,24 +144,30 @@ def _schema_texts() -> Iterator[tuple[str, str]]:
 
 
 def _compile(name: str, text: str) -> _Shape:
+    """The fast validator of one schema file; compiling it checks the file against the meta-schema."""
     try:
         schema = json.loads(text)
-        Draft202012Validator.check_schema(schema)
-    except (ValueError, SchemaError) as exc:
-        message = getattr(exc, "message", str(exc))
+        fast = jsonschema_rs.Draft202012Validator(schema)
+    except (ValueError, jsonschema_rs.ValidationError) as exc:
+        message = getattr(exc, "message", str(exc)).splitlines()[0]
         raise ProfileError(
             f"payload shape schema {name}{SCHEMA_SUFFIX} is not a valid JSON Schema: {message}; "
             "fix the file or reinstall kv2d1"
         ) from exc
-    inlined = _inline_local_refs(schema, schema.get("$defs", {}))
     return _Shape(
         name=name,
-        validator=Draft202012Validator(inlined),
-        fast=jsonschema_rs.Draft202012Validator(schema),
+        schema=schema,
+        fast=fast,
         object_only=schema.get("type") == "object",
         required=frozenset(schema.get("required", ())),
         known=frozenset(schema.get("properties", {})),
     )
+
+
+@functools.cache
+def _python_validator(name: str) -> Validator:
+    schema = _shapes()[name].schema
+    return Draft202012Validator(_inline_local_refs(schema, schema.get("$defs", {})))
 
 
 def _inline_local_refs(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:

@@ -203,3 +203,23 @@ def test_fast_and_reference_validators_agree_on_every_example() -> None:
     for shape in _shapes().values():
         for payload in payloads:
             assert shape.fast.is_valid(payload) == shape.validator.is_valid(payload), shape.name
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [('{"type": "objectx"}', "objectx"), ("{not json", "Expecting property name")],
+)
+def test_a_broken_shape_file_is_a_clear_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, text: str, said: str
+) -> None:
+    from verifier import shapes
+
+    monkeypatch.setattr(shapes, "_schema_texts", lambda: iter([("A", text)]))
+    shapes._shapes.cache_clear()
+    shapes._python_validator.cache_clear()
+    try:
+        with pytest.raises(ProfileError, match=rf"A\.schema\.json is not a valid JSON Schema: .*{said}"):
+            detect_shape({}, ["A"])
+    finally:
+        shapes._shapes.cache_clear()
+        shapes._python_validator.cache_clear()

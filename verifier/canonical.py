@@ -19,6 +19,8 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 FLOAT_REL_TOL = 1e-9
 FLOAT_ABS_TOL = 1e-12
 ENUM_FIELDS = frozenset({"sentiment", "direction", "status"})
@@ -67,9 +69,68 @@ def canonical_json(value: Any) -> str:
     )
 
 
-def parse_json_text(text: str) -> Any:
-    """Parse JSON text, refusing NaN/Infinity literals (they are not JSON)."""
+# orjson reads an integer beyond 64 bits as a float, so text holding a run of 19 digits (even in
+# a string or a long fraction) takes the exact path. A table maps digits to "0" and other bytes
+# to " " so one C-level scan finds such a run.
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def parse_json_text(text: str | bytes) -> Any:
+    """Parse JSON text, refusing NaN/Infinity literals (they are not JSON).
+
+    orjson parses what it accepts into the same values as `json`; text it refuses (lone
+    surrogates, `1e400`, invalid JSON) or may read differently (integers beyond 64 bits) goes
+    through `json`, which decides and words any error exactly as before.
+    """
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if _LONG_RUN not in raw.translate(_DIGITS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")  # a UnicodeDecodeError is the caller's to word
     return json.loads(text, parse_constant=_reject_constant)
+
+
+def is_json_text(text: str) -> bool:
+    """Whether `text` is JSON (NaN/Infinity refused). Same answer as parsing it, faster."""
+    try:
+        orjson.loads(text)
+        return True
+    except orjson.JSONDecodeError:
+        try:
+            parse_json_text(text)
+            return True
+        except (ValueError, RecursionError):
+            return False
+
+
+# Where orjson's output may differ from `json.dumps`: an integral float (`3.0`, `1e+16`, which
+# canonical JSON writes as an integer), an exponent (`1e-7` vs `1e-07`) or a float below 1e-4
+# (`0.00001` vs `1e-05`). A hit, even inside a string, only means taking the exact path.
+_FLOAT_ENDS = (b".0,", b".0]", b".0}", b"0.0000")
+_EXPONENT_MARKS = bytes(
+    0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2D if b in b"+-" else 0x20
+    for b in range(256)
+)
+
+
+def canonical_json_of_parsed(value: Any) -> str:
+    """`canonical_json` of a value parsed from JSON text (every key a string): same text, faster.
+
+    orjson writes it when nothing in it may be written differently; else the exact path runs.
+    """
+    try:
+        raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate: the exact path decides
+        return canonical_json(value)
+    if any(end in raw for end in _FLOAT_ENDS) or raw.endswith(b".0"):
+        return canonical_json(value)
+    if (b"e-" in raw or b"e+" in raw) and b"0e-" in raw.translate(_EXPONENT_MARKS):
+        return canonical_json(value)
+    return raw.decode("utf-8")
 
 
 def _reject_constant(name: str) -> Any:

@@ -9,14 +9,17 @@ per-symbol map (shape A's failures) is counted as failed and yields no row.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from verifier.calendar import instant_from_epoch_ms, instant_of_run, iso_utc, parse_instant
-from verifier.canonical import canonical_json, parse_json_text, sha256_hex
+from verifier.canonical import (
+    canonical_json_of_parsed,
+    parse_json_text,
+    sha256_hex,
+)
 from verifier.model import LATEST, JobKey, JobRecord, KvEntry, KvRecord, ReportRecord, SymbolResult
 from verifier.profile import KeyMatch, Profile
 from verifier.shapes import detect_shape, explain_no_shape
@@ -60,10 +63,11 @@ class _Failure:
 
 def _decode(entry: KvEntry) -> Any:
     try:
-        text = entry.value.decode("utf-8")
+        return parse_json_text(entry.value)
     except UnicodeDecodeError as exc:
         return _Failure(f"value is not UTF-8 text (byte {exc.start}: {exc.reason})")
-    return _decode_text(text)
+    except (ValueError, RecursionError) as exc:
+        return _Failure(f"value is not JSON: {str(exc)[:120]}")
 
 
 def _decode_text(text: str) -> Any:
@@ -119,24 +123,7 @@ def _confidence(value: Any, notes: list[str], symbol: str) -> float | None:
 
 
 def _json_or_none(value: Any) -> str | None:
-    return None if value is None or value is _MISSING else _canonical_parsed(value)
-
-
-# An integral float (`3.0`, `1e+16`) is the one thing `canonical_json` writes differently from
-# a plain sorted dump; a match (also inside a string) only means taking the exact slow path.
-_INTEGRAL_FLOAT = re.compile(r"\.0(?![0-9])|e\+")
-
-
-def _canonical_parsed(value: Any) -> str:
-    """`canonical_json` of a value parsed from JSON text (so every key is a string), faster.
-
-    The C encoder writes it directly unless an integral float may be inside; then the exact
-    canonicalising path runs. Same bytes either way.
-    """
-    text = json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-    return canonical_json(value) if _INTEGRAL_FLOAT.search(text) else text
+    return None if value is None or value is _MISSING else canonical_json_of_parsed(value)
 
 
 # --- per-symbol extraction, by shape (reference §4) ----------------------------------------
@@ -394,7 +381,7 @@ def _build_report(
     report = ReportRecord(
         report_type=match.job_type,
         report_date=match.date,
-        content=_canonical_parsed(p),
+        content=canonical_json_of_parsed(p),
         high_confidence_count=_int(high),
     )
     return _record(entry, shape, job, report=report)

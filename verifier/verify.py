@@ -24,6 +24,9 @@ from verifier.normalise import InvalidPayload, normalise_entry
 from verifier.profile import KeyMatch, Profile
 from verifier.sources import D1Source, KvSource
 
+# KV value bytes whose records are sorted in memory before the spool goes to disk (the records
+# take about 2-3x their JSON's size as objects): a namespace of ~10,000 job keys never spills.
+SPOOL_MEMORY_BYTES = 24 * 1024 * 1024
 FETCH_BATCH = 400  # a multiple of the bulk-get limit (100), so requests stay at ⌈N/100⌉
 Progress = Callable[[str, int], None]
 
@@ -31,36 +34,74 @@ SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local -
 
 
 class RecordSpool:
-    """Normalised KV records on disk, read back in (date, job type, run) order."""
+    """Normalised KV records, read back in (date, job type, run) order: an external sort.
 
-    def __init__(self, directory: Path | None = None):
-        self._dir = tempfile.TemporaryDirectory(prefix="kv2d1-spool-", dir=directory)
-        self._db = sqlite3.connect(Path(self._dir.name) / "spool.sqlite")
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(
-            "CREATE TABLE spool (date TEXT, job_type TEXT, run TEXT, seq INTEGER, record BLOB)"
-        )
+    Records stay in memory while their KV values add up to `memory_bytes`; past that, they go
+    to a temporary SQLite file (pickled, with their sort key) and come back through an index.
+    Memory is bounded by the buffer, whatever the size of the namespace; a namespace that fits
+    is sorted in memory and never pays for pickling.
+    """
+
+    def __init__(self, directory: Path | None = None, *, memory_bytes: int = SPOOL_MEMORY_BYTES):
+        self._directory = directory
+        self._memory_bytes = memory_bytes
+        self._buffer: list[tuple[tuple[str, str, str, int], KvRecord]] = []
+        self._buffered_bytes = 0
         self._seq = 0
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._db: sqlite3.Connection | None = None
 
-    def add_many(self, records: list[KvRecord]) -> None:
-        rows = []
+    @property
+    def spilled(self) -> bool:
+        return self._db is not None
+
+    def add_many(self, records: list[KvRecord], sizes: list[int] | None = None) -> None:
+        """Add records; `sizes` (their KV values' bytes) count against the memory budget."""
         for r in records:
             self._seq += 1
             k = r.job.key
-            rows.append(
-                (k.execution_date, k.job_type, k.run, self._seq, pickle.dumps(r, protocol=5))
+            self._buffer.append(((k.execution_date, k.job_type, k.run, self._seq), r))
+        self._buffered_bytes += sum(sizes) if sizes is not None else 2048 * len(records)
+        if self._buffered_bytes > self._memory_bytes:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._db is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="kv2d1-spool-", dir=self._directory)
+            self._db = sqlite3.connect(Path(self._dir.name) / "spool.sqlite")
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute(
+                "CREATE TABLE spool (date TEXT, job_type TEXT, run TEXT, seq INTEGER, record BLOB)"
             )
-        self._db.executemany("INSERT INTO spool VALUES (?, ?, ?, ?, ?)", rows)
+        self._db.executemany(
+            "INSERT INTO spool VALUES (?, ?, ?, ?, ?)",
+            [(*key, pickle.dumps(r, protocol=5)) for key, r in self._buffer],
+        )
+        self._buffer, self._buffered_bytes = [], 0
 
     def __iter__(self) -> Iterator[KvRecord]:
+        if self._db is None:
+            self._buffer.sort(key=_sort_key)
+            for _, record in self._buffer:
+                yield record
+            return
+        if self._buffer:
+            self._spill()
         cursor = self._db.execute("SELECT record FROM spool ORDER BY date, job_type, run, seq")
         for (blob,) in cursor:
             yield pickle.loads(blob)
 
     def close(self) -> None:
-        self._db.close()
-        self._dir.cleanup()
+        self._buffer = []
+        if self._db is not None:
+            self._db.close()
+        if self._dir is not None:
+            self._dir.cleanup()
+
+
+def _sort_key(item: tuple[tuple[str, str, str, int], KvRecord]) -> tuple[str, str, str, int]:
+    return item[0]
 
 
 @dataclass
@@ -123,6 +164,7 @@ class Verification:
     ) -> Iterator[Finding]:
         matches = {info.name: match for info, match in batch}
         records: list[KvRecord] = []
+        sizes: list[int] = []
         for entry in self.kv.get_many([info.name for info, _ in batch]):
             match = matches[entry.key]
             self.coverage.keys_matched += 1
@@ -133,8 +175,9 @@ class Verification:
                 yield invalid_payload_finding(entry.key, key, result.reason, result.expiration)
                 continue
             records.append(result)
+            sizes.append(len(entry.value))
             self._count(result, ctx)
-        spool.add_many(records)
+        spool.add_many(records, sizes)
         if self.progress:
             self.progress("kv", self.coverage.keys_matched)
 

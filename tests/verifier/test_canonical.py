@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from verifier.canonical import canonical_json, compare_field, parse_json_text, stable_id
+from verifier.canonical import (
+    canonical_json,
+    canonical_json_of_parsed,
+    compare_field,
+    parse_json_text,
+    stable_id,
+)
 
 json_values = st.recursive(
     st.none()
@@ -63,3 +72,64 @@ def test_stable_id_separates_parts_and_null() -> None:
 def test_nan_is_not_json() -> None:
     with pytest.raises(ValueError):
         parse_json_text('{"a": NaN}')
+
+
+def _reject(name: str) -> object:
+    raise ValueError(name)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values of equal types all the way down (1 == 1.0 and True == 1 do not count)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)  # type: ignore[index]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    return a == b
+
+
+FLOAT_EDGES = [1e-05, 2.5e-05, 1e-07, 0.0001, 1e16, 1.5e300, 5e-324, 1e22, 123456789.125, -0.0, 3.0]
+
+
+@settings(max_examples=400)
+@given(json_values)
+@example(FLOAT_EDGES)
+@example({"\uffff": 1, "\U0001f600": [2**64, -(2**63)], "\x1f\x7f\u2028": "\ud800"})
+def test_the_fast_canonical_path_writes_exactly_what_the_exact_one_writes(value: object) -> None:
+    assert canonical_json_of_parsed(value) == canonical_json(value)
+
+
+@settings(max_examples=400)
+@given(json_values)
+@example(FLOAT_EDGES)
+def test_parsing_gives_what_json_gives_on_any_text(value: object) -> None:
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False, indent=1)):
+        assert _same(parse_json_text(text), json.loads(text))
+        assert _same(parse_json_text(text.encode()), json.loads(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 1, "a": 2}', "1e400", "-1e400", str(2**70), '"\\ud800"', '[1.0, -0, 1E2, 1e-7]',
+     '"\ufeff"', "[" * 3000 + "]" * 3000],
+)
+def test_parsing_edge_cases_agree_with_json(text: str) -> None:
+    try:
+        expected = json.loads(text, parse_constant=_reject)
+    except (ValueError, RecursionError) as exc:
+        with pytest.raises(type(exc)):
+            parse_json_text(text)
+        return
+    assert _same(parse_json_text(text), expected)
+
+
+@pytest.mark.parametrize("text", ["\ufeff{}", "{", "[1,]", "NaN", "{'a': 1}", ""])
+def test_invalid_json_is_refused_with_json_s_own_message(text: str) -> None:
+    with pytest.raises(ValueError) as ours:
+        parse_json_text(text)
+    with pytest.raises(ValueError) as theirs:
+        json.loads(text, parse_constant=_reject)
+    assert str(ours.value) == str(theirs.value) or text == "NaN"

@@ -110,7 +110,6 @@ def is_json_text(text: str) -> bool:
 # Where orjson's output may differ from `json.dumps`: an integral float (`3.0`, `1e+16`, which
 # canonical JSON writes as an integer), an exponent (`1e-7` vs `1e-07`) or a float below 1e-4
 # (`0.00001` vs `1e-05`). A hit, even inside a string, only means taking the exact path.
-_FLOAT_ENDS = (b".0,", b".0]", b".0}", b"0.0000")
 _EXPONENT_MARKS = bytes(
     0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2D if b in b"+-" else 0x20
     for b in range(256)
@@ -126,7 +125,7 @@ def canonical_json_of_parsed(value: Any) -> str:
         raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer beyond 64 bits, a lone surrogate: the exact path decides
         return canonical_json(value)
-    if any(end in raw for end in _FLOAT_ENDS) or raw.endswith(b".0"):
+    if b".0," in raw or b".0]" in raw or b".0}" in raw or b"0.0000" in raw or raw.endswith(b".0"):
         return canonical_json(value)
     if (b"e-" in raw or b"e+" in raw) and b"0e-" in raw.translate(_EXPONENT_MARKS):
         return canonical_json(value)

@@ -72,6 +72,16 @@ class Profile:
         """The distinct literal prefixes of the patterns, shortest first."""
         return tuple(sorted({p.prefix for p in self.patterns}, key=len))
 
+    @cached_property
+    def listing_prefixes(self) -> tuple[str, ...]:
+        """The prefixes to list so that every key a pattern can match is listed exactly once:
+        `prefixes` without those that extend a shorter one, in key order."""
+        kept: list[str] = []
+        for prefix in self.prefixes:  # shortest first: a covering prefix is seen first
+            if not any(prefix.startswith(k) for k in kept):
+                kept.append(prefix)
+        return tuple(sorted(kept, key=lambda p: p.encode("utf-8")))
+
     def match(self, key: str) -> KeyMatch | None:
         """The first pattern the key matches, or None (a key skipped by pattern)."""
         for pattern in self.patterns:

@@ -11,6 +11,7 @@ import datetime as dt
 import pickle
 import sqlite3
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +22,25 @@ from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, sc
 from verifier.errors import D1SchemaError
 from verifier.model import Coverage, Finding, JobKey, KeyInfo, KvRecord, Window
 from verifier.normalise import InvalidPayload, normalise_entry
+from verifier.parallel import can_fork, halves, run_in_two, split_date
 from verifier.profile import KeyMatch, Profile
-from verifier.sources import D1Source, KvSource
+from verifier.sources import CountingKvSource, D1Source, KvSource
 
 # KV value bytes whose records are sorted in memory before the spool goes to disk (the records
 # take about 2-3x their JSON's size as objects): a namespace of ~10,000 job keys never spills.
 SPOOL_MEMORY_BYTES = 24 * 1024 * 1024
 FETCH_BATCH = 400  # a multiple of the bulk-get limit (100), so requests stay at ⌈N/100⌉
 Progress = Callable[[str, int], None]
+Report = Callable[[int], None]
 
 SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
+
+
+def _count(record: KvRecord, cov: Coverage) -> None:
+    cov.kv_records += 1
+    cov.kv_symbol_results += len(record.symbols)
+    cov.kv_reports += record.report is not None
+    cov.shapes[record.shape] = cov.shapes.get(record.shape, 0) + 1
 
 
 class RecordSpool:
@@ -114,21 +124,68 @@ class Verification:
     window: Window = field(default_factory=Window)
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     d1_chunk: int | None = None  # executions per D1 read (None: one read of the window)
+    workers: int | None = None  # processes for local state and snapshots (None: `parallel`)
     progress: Progress | None = None
     d1_name: str = "<database>"
     coverage: Coverage = field(default_factory=Coverage)
 
     def findings(self) -> Iterator[Finding]:
         self._check_schema()
+        ctx = DiffContext(self.now, self.coverage, ttl_of=self._ttls())
+        report = self._report()
+        if not can_fork(self.kv, self.d1, self.workers):
+            yield from self._part(self.window, ctx, self.kv, self.d1, report, listing=True)
+        else:
+            split = split_date(self._scan(ctx))
+            if split is None:
+                yield from self._part(self.window, ctx, self.kv, self.d1, report, listing=False)
+            else:
+                yield from self._in_two(ctx, split, report)
+        yield from self._schedule_gaps(ctx)
+
+    def _report(self, others: Callable[[], int] = lambda: 0) -> Report | None:
+        """Progress of the KV fetch: keys fetched here, plus `others` (another process's)."""
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda n: progress("kv", n + others())
+
+    def _part(
+        self,
+        window: Window,
+        ctx: DiffContext,
+        kv: KvSource,
+        d1: D1Source,
+        report: Report | None,
+        *,
+        listing: bool,
+    ) -> Iterator[Finding]:
+        """Verify the dates of `window`: KV into the spool, then merge-joined with D1.
+
+        With `listing`, this pass counts the listed keys (coverage) and each job type's first
+        KV date; else `_scan` already did, over the whole window.
+        """
         spool = RecordSpool()
         try:
-            ctx = DiffContext(self.now, self.coverage, ttl_of=self._ttls())
-            yield from self._load_kv(spool, ctx)
-            d1_jobs = iter_d1_jobs(self.d1, self.window, per_chunk=self.d1_chunk)
+            yield from self._load_kv(kv, window, spool, ctx, report, listing=listing)
+            d1_jobs = iter_d1_jobs(d1, window, per_chunk=self.d1_chunk)
             yield from diff_streams(spool, d1_jobs, ctx)
-            yield from self._schedule_gaps(ctx)
         finally:
             spool.close()
+
+    def _in_two(self, ctx: DiffContext, split: str, report: Report | None) -> Iterator[Finding]:
+        first, second = halves(self.window, split)
+
+        def here(others: Callable[[], int]) -> Iterator[Finding]:
+            mine = self._report(others)  # our keys and the child's, as one count
+            return self._part(first, ctx, self.kv, self.d1, mine, listing=False)
+
+        def child(report: Report) -> tuple[Iterator[Finding], DiffContext]:
+            own = DiffContext(self.now, Coverage(), kv_first_date=ctx.kv_first_date, ttl_of=ctx.ttl_of)
+            kv, d1 = self.kv.reopened(), self.d1.reopened()  # type: ignore[attr-defined]
+            return self._part(second, own, kv, d1, report, listing=False), own
+
+        yield from run_in_two(here, child, ctx, progress=report)
 
     def _check_schema(self) -> None:
         missing = missing_plan_tables(self.d1)
@@ -141,33 +198,93 @@ class Verification:
     def _ttls(self) -> dict[str, int]:
         return {jt: self.profile.ttl_for(jt) for jt in self.profile.schedule}
 
-    def _load_kv(self, spool: RecordSpool, ctx: DiffContext) -> Iterator[Finding]:
-        batch: list[tuple[KeyInfo, KeyMatch]] = []
-        prefixes = self.profile.prefixes  # one C-level test skips most unrelated keys
-        for info in self.kv.iter_keys():
-            self.coverage.keys_listed += 1
-            match = self.profile.match(info.name) if info.name.startswith(prefixes) else None
+    def _scan(self, ctx: DiffContext) -> Counter[str]:
+        """List once, counting keys (coverage) and each job type's first KV date; the number
+        of matched keys per date in the window, to split the work by."""
+        dates: Counter[str] = Counter()
+        for _, match in self._matches(self.kv, self.window, ctx, listing=True):
+            dates[match.date] += 1
+        return dates
+
+    def _matches(
+        self, kv: KvSource, window: Window, ctx: DiffContext, *, listing: bool
+    ) -> Iterator[tuple[KeyInfo, KeyMatch]]:
+        """The listed keys a pattern maps to a job in `window`.
+
+        With `listing`, the listed, skipped and out-of-window keys are counted and each job
+        type's first KV date is noted (orphans before it are not flagged).
+        """
+        cov = ctx.coverage
+        for info in self._candidates(kv, cov if listing else Coverage()):
+            match = self.profile.match(info.name)
             if match is None:
-                self.coverage.keys_skipped_by_pattern += 1
-            elif not self.window.contains(match.date):
-                self.coverage.keys_outside_window += 1
+                cov.keys_skipped_by_pattern += listing
+            elif not window.contains(match.date):
+                cov.keys_outside_window += listing
             else:
-                batch.append((info, match))
-                if len(batch) >= FETCH_BATCH:
-                    yield from self._fetch(batch, spool, ctx)
-                    batch = []
+                if listing and match.date < ctx.kv_first_date.get(match.job_type, "9999"):
+                    ctx.kv_first_date[match.job_type] = match.date
+                yield info, match
+
+    def _load_kv(
+        self,
+        kv: KvSource,
+        window: Window,
+        spool: RecordSpool,
+        ctx: DiffContext,
+        report: Report | None,
+        *,
+        listing: bool,
+    ) -> Iterator[Finding]:
+        batch: list[tuple[KeyInfo, KeyMatch]] = []
+        for pair in self._matches(kv, window, ctx, listing=listing):
+            batch.append(pair)
+            if len(batch) >= FETCH_BATCH:
+                yield from self._fetch(kv, batch, spool, ctx, report)
+                batch = []
         if batch:
-            yield from self._fetch(batch, spool, ctx)
+            yield from self._fetch(kv, batch, spool, ctx, report)
+
+    def _candidates(self, kv: KvSource, cov: Coverage) -> Iterator[KeyInfo]:
+        """The listed keys a pattern may match; the others are only counted.
+
+        A source that counts its keys lists just the profile's prefixes; any other lists every
+        key (remotely, the listing the request budget assumes) and is filtered here.
+        """
+        if isinstance(kv, CountingKvSource):
+            considered = 0
+            for prefix in self.profile.listing_prefixes:
+                for info in kv.iter_keys(prefix):
+                    considered += 1
+                    cov.keys_listed += 1
+                    yield info
+            others = max(kv.count_keys() - considered, 0)
+            cov.keys_listed += others
+            cov.keys_skipped_by_pattern += others
+            return
+        prefixes = self.profile.prefixes  # one C-level test skips most unrelated keys
+        for info in kv.iter_keys():
+            cov.keys_listed += 1
+            if info.name.startswith(prefixes):
+                yield info
+            else:
+                cov.keys_skipped_by_pattern += 1
 
     def _fetch(
-        self, batch: list[tuple[KeyInfo, KeyMatch]], spool: RecordSpool, ctx: DiffContext
+        self,
+        kv: KvSource,
+        batch: list[tuple[KeyInfo, KeyMatch]],
+        spool: RecordSpool,
+        ctx: DiffContext,
+        report: Report | None,
     ) -> Iterator[Finding]:
         matches = {info.name: match for info, match in batch}
         records: list[KvRecord] = []
         sizes: list[int] = []
-        for entry in self.kv.get_many([info.name for info, _ in batch]):
+        cov = ctx.coverage
+        for entry in kv.get_many([info.name for info, _ in batch]):
             match = matches[entry.key]
-            self.coverage.keys_matched += 1
+            cov.keys_matched += 1
             result = normalise_entry(entry, match, self.profile)
             if isinstance(result, InvalidPayload):
                 ctx.kv_invalid_groups.add((match.date, match.job_type))
@@ -176,20 +293,10 @@ class Verification:
                 continue
             records.append(result)
             sizes.append(len(entry.value))
-            self._count(result, ctx)
+            _count(result, cov)
         spool.add_many(records, sizes)
-        if self.progress:
-            self.progress("kv", self.coverage.keys_matched)
-
-    def _count(self, record: KvRecord, ctx: DiffContext) -> None:
-        cov = self.coverage
-        cov.kv_records += 1
-        cov.kv_symbol_results += len(record.symbols)
-        cov.kv_reports += record.report is not None
-        cov.shapes[record.shape] = cov.shapes.get(record.shape, 0) + 1
-        job_type, date = record.job.key.job_type, record.job.key.execution_date
-        if date < ctx.kv_first_date.get(job_type, "9999"):
-            ctx.kv_first_date[job_type] = date
+        if report:
+            report(cov.keys_matched)
 
     def _schedule_gaps(self, ctx: DiffContext) -> Iterator[Finding]:
         seen = ctx.groups_seen | ctx.kv_invalid_groups

@@ -7,7 +7,7 @@ which one it reads.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from verifier.model import KeyInfo, KvEntry
 
@@ -21,6 +21,18 @@ class KvSource(Protocol):
 
     def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
         """The entries of `keys`, in the order given; keys that no longer exist are left out."""
+        ...
+
+
+@runtime_checkable
+class CountingKvSource(KvSource, Protocol):
+    """A KV source that counts its live keys without listing them (local state, snapshots).
+
+    A verify then lists only the keys under the profile's prefixes, not the unrelated ones.
+    """
+
+    def count_keys(self) -> int:
+        """How many keys `iter_keys()` would yield."""
         ...
 
 

@@ -262,6 +262,7 @@ class LocalKv:
         page_size: int = KV_PAGE,
     ) -> None:
         self.namespace_id = namespace_id
+        self.v3_dir = v3_dir
         self.sqlite_path = kv_sqlite_path(v3_dir, namespace_id)
         self.blob_dir = kv_blob_dir(v3_dir, namespace_id)
         self._now = now_ms
@@ -287,6 +288,12 @@ class LocalKv:
                 return
             rows = self._rows(_PAGE_NEXT, (rows[-1][0], now, self._page_size))
 
+    def count_keys(self) -> int:
+        """How many live keys `iter_keys()` would list."""
+        now = self._now if self._now is not None else _now_ms()
+        sql = "SELECT count(*) FROM _mf_entries WHERE expiration IS NULL OR expiration >= ?"
+        return int(self._rows(sql, (now,))[0][0])
+
     def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
         """The live entries of `keys` in the order given, values read from the blob files."""
         now = self._now if self._now is not None else _now_ms()
@@ -307,6 +314,10 @@ class LocalKv:
                     continue
                 value = self._blob(key, row[1])
                 yield KvEntry(key, value, _seconds(row[2]), self._metadata(key, row[3]))
+
+    def reopened(self) -> LocalKv:
+        """The same namespace over a new connection (for a forked worker process)."""
+        return LocalKv(self.v3_dir, self.namespace_id, now_ms=self._now, page_size=self._page_size)
 
     def describe(self) -> str:
         """Where this namespace is, for messages."""
@@ -399,6 +410,7 @@ class LocalD1:
         self.path = path
         self.readonly = readonly
         self.name = name
+        self._busy_timeout_ms = busy_timeout_ms
         if not path.is_file():
             raise StateNotFoundError(
                 f"no local D1 database at {path}; {self._create_hint()}, or pass --persist-to"
@@ -424,6 +436,10 @@ class LocalD1:
                 f"{hint}, or pass --persist-to"
             )
         return cls(path, readonly=readonly, busy_timeout_ms=busy_timeout_ms, name=name)
+
+    def reopened(self) -> LocalD1:
+        """The same database over a new read-only connection (for a forked worker process)."""
+        return LocalD1(self.path, busy_timeout_ms=self._busy_timeout_ms, name=self.name)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """The rows of one SELECT, streamed from the cursor."""

@@ -152,6 +152,10 @@ class SnapshotKv:
     def describe(self) -> str:
         return f"the KV entries of snapshot {self.path}"
 
+    def reopened(self) -> SnapshotKv:
+        """The same entries over a new connection (for a forked worker process)."""
+        return SnapshotKv(_reconnect(self.path), self.path)
+
     def iter_keys(self, prefix: str = "") -> Iterator[KeyInfo]:
         """Every key starting with `prefix`, in UTF-8 byte order (SQLite's BINARY collation)."""
         sql = "SELECT key, expiration, metadata FROM kv_entries WHERE key >= ? ORDER BY key"
@@ -159,6 +163,10 @@ class SnapshotKv:
             if not key.startswith(prefix):
                 return
             yield KeyInfo(key, expiration, _json_or_none(metadata))
+
+    def count_keys(self) -> int:
+        """How many keys `iter_keys()` would list."""
+        return int(next(iter(self._rows("SELECT count(*) FROM kv_entries", ())))[0])
 
     def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
         """The entries of `keys` in the order given; keys the snapshot lacks are left out."""
@@ -184,6 +192,10 @@ class SnapshotD1:
     def describe(self) -> str:
         return f"the D1 tables of snapshot {self.path}"
 
+    def reopened(self) -> SnapshotD1:
+        """The same tables over a new connection (for a forked worker process)."""
+        return SnapshotD1(_reconnect(self.path), self.path)
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         return _read(self._conn, self.path, sql, params)
 
@@ -192,6 +204,13 @@ class SnapshotD1:
             f"snapshot {self.path} is read-only: write to the live database instead "
             "(--local or --remote, without --snapshot)"
         )
+
+
+def _reconnect(path: Path) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise SourceError(f"snapshot {path} cannot be opened again ({exc})") from exc
 
 
 def _read(

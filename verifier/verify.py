@@ -27,8 +27,9 @@ from verifier.profile import KeyMatch, Profile
 from verifier.sources import CountingKvSource, D1Source, KvSource
 
 # KV value bytes whose records are sorted in memory before the spool goes to disk (the records
-# take about 2-3x their JSON's size as objects): a namespace of ~10,000 job keys never spills.
-SPOOL_MEMORY_BYTES = 24 * 1024 * 1024
+# take about 2-3x their JSON's size as objects): what a process holds at most, whatever the size
+# of the namespace (about 5,000 job keys, half of the benchmark's 100k keys, never spill).
+SPOOL_MEMORY_BYTES = 12 * 1024 * 1024
 FETCH_BATCH = 400  # a multiple of the bulk-get limit (100), so requests stay at ⌈N/100⌉
 Progress = Callable[[str, int], None]
 Report = Callable[[int], None]

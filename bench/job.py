@@ -69,10 +69,10 @@ def _remote(w: BenchWorker, base_url: str, rate: str | None):
         RemoteKv,
     )
 
-    limiter = None
-    if rate:
-        n, window = rate.split("/")
-        limiter = RateLimiter(max_requests=int(n), window_s=float(window))
+    # Without --rate, no client-side limit: the loopback API enforces none unless told to, and
+    # the client's default (the account's 1,200 per 300 s) would time its own sleeps.
+    n, window = (rate or f"{10**9}/1").split("/")
+    limiter = RateLimiter(max_requests=int(n), window_s=float(window))
     client = CloudflareClient(RemoteCredentials(TOKEN, ACCOUNT, base_url), limiter=limiter)
     return client, RemoteKv(client, w.meta["kv_namespace_id"]), RemoteD1(
         client, w.meta["remote_database_id"], name="bench"
@@ -240,12 +240,41 @@ def job_naive_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def job_naive_remote(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    """The naive script over the loopback API; without `--rate`, no client-side limit.
+
+    The naive script sends one request per key and six per (day, job type): under the
+    account's real 1,200 per 300 s it would sleep 300 s after every 1,200 requests; the row's
+    `account_limit_floor_s` says how long that would take.
+    """
     from naive import naive_verify
 
     client, kv, d1 = _remote(w, args.base_url, args.rate)
     kv.with_metadata = False
     out = naive_verify(kv, d1, _window(w), limit=args.limit, one_get=kv._read_one)
     out["requests"] = client.stats.to_json()
+    return out
+
+
+def job_wrangler_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, Any]:
+    """The naive script with the plan's tooling: a `wrangler` process per key and per day.
+
+    wrangler writes into the state it opens, so it runs on a copy of the worker. Its node
+    processes' peak RSS is `wrangler_peak_rss_mb` (this process's children).
+    """
+    import shutil
+
+    from naive import Wrangler, wrangler_verify
+
+    executable = ROOT / "node_modules" / ".bin" / "wrangler"
+    if not executable.exists():
+        raise SystemExit(f"{executable} is missing: run `make node` first")
+    with tempfile.TemporaryDirectory(prefix="kv2d1-bench-") as tmp:
+        copy = Path(tmp) / w.label
+        shutil.copytree(w.directory, copy)
+        wrangler = Wrangler.for_worker(executable, copy / Path(w.meta["config"]).name)
+        out = wrangler_verify(wrangler, _window(w), limit=args.limit)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["wrangler_peak_rss_mb"] = round(children / 1024, 1)
     return out
 
 
@@ -256,6 +285,7 @@ JOBS = {
     "backfill-local": job_backfill_local,
     "naive-local": job_naive_local,
     "naive-remote": job_naive_remote,
+    "wrangler-local": job_wrangler_local,
 }
 
 
@@ -274,7 +304,11 @@ def main() -> None:
         worker.meta["remote_database_id"] = args.database_id
     result = JOBS[args.job](worker, args)
     result["process_seconds"] = time.perf_counter() - PROCESS_START
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # Both processes of a verify that splits its window: their peaks added (an upper bound).
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result["peak_rss_mb"] = round(own + child, 1)
+    result["peak_rss_parts_mb"] = [round(own, 1), round(child, 1)]
     print(json.dumps(result))
 
 

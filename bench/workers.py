@@ -19,8 +19,10 @@ import shutil
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -56,7 +58,7 @@ class BenchWorker:
 
     label: str
     directory: Path
-    meta: dict
+    meta: dict[str, Any]
 
     @property
     def v3_dir(self) -> Path:
@@ -85,7 +87,7 @@ def make_worker(size: int) -> synth.SyntheticWorker:
     )
 
 
-def load(size: int, *, log=print) -> BenchWorker:
+def load(size: int, *, log: Callable[[str], None] = print) -> BenchWorker:
     """The cached worker of `size` listed keys, generated and written first when absent."""
     label = size_label(size)
     directory = CACHE / label

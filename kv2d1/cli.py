@@ -207,6 +207,15 @@ def emit(doc: dict[str, Any], opts: CommonOptions, *, default: OutputFormat | No
         click.echo(f"Wrote {fmt.value} report to {opts.output}", err=True)
 
 
+def _announce_wait(seconds: float) -> None:
+    """Say why a remote run pauses: the account's request budget is spent for now."""
+    click.echo(
+        f"\nwaiting {seconds:.0f} s: the Cloudflare API allows 1,200 requests per 5 minutes "
+        "(the run continues by itself)",
+        err=True,
+    )
+
+
 @dataclass
 class OpenedSources:
     kv: KvSource
@@ -263,6 +272,8 @@ def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> O
         from verifier.sources.remote import open_remote_sources
 
         kv, d1, source = open_remote_sources(config, kv_binding=kv_name, d1_binding=d1_name)
+        if not opts.quiet:
+            kv.client.limiter.on_wait = _announce_wait
         name = source.get("d1_database_name") or "<db>"
         return OpenedSources(kv, d1, source, name, d1_chunk=REMOTE_D1_CHUNK)
     kv, d1, source = open_local_sources(

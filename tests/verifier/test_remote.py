@@ -398,6 +398,17 @@ def test_the_limiter_keeps_every_window_under_its_limit() -> None:
     assert starts[-1] - starts[0] == pytest.approx(90)
 
 
+def test_a_long_wait_is_announced_once_before_it_starts() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(max_requests=3, window_s=300, clock=clock.now, sleep=clock.sleep)
+    heard: list[float] = []
+    limiter.on_wait = heard.append
+    for _ in range(7):
+        limiter.acquire()
+    assert heard == [300, 300]  # before the 4th and the 7th request, once each
+    assert clock.sleeps == [300, 300]
+
+
 def test_the_limiter_is_shared_safely_by_threads() -> None:
     clock = FakeClock()
     limiter = RateLimiter(max_requests=50, window_s=5, clock=clock.now, sleep=clock.sleep)

@@ -83,6 +83,9 @@ class RetryPolicy:
     timeout_s: float = 60.0
 
 
+NOTICE_AFTER_S = 2.0
+
+
 class RateLimiter:
     """A thread-safe sliding window: at most `max_requests` request starts in any `window_s`.
 
@@ -107,11 +110,18 @@ class RateLimiter:
         self._starts: deque[float] = deque()
         self._paused_until = -math.inf
         self._lock = threading.Lock()
+        self.on_wait: Callable[[float], None] | None = None
 
     def acquire(self) -> float:
-        """Wait for a free slot and take it; return the seconds waited."""
+        """Wait for a free slot and take it; return the seconds waited.
+
+        A wait of `NOTICE_AFTER_S` or more is announced to `on_wait` first (the CLI says why
+        it pauses, rather than sitting silent for minutes).
+        """
         waited = 0.0
         while (delay := self._try_take()) > 0:
+            if not waited and delay >= NOTICE_AFTER_S and self.on_wait is not None:
+                self.on_wait(delay)
             self._sleep(delay)
             waited += delay
         return waited

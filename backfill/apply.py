@@ -1,11 +1,19 @@
-"""Applying a backfill plan to a `D1Source`: one transaction per job, a run ledger, resume, revert.
+"""Applying a backfill plan to a `D1Source`: many jobs per request, a run ledger, resume, revert.
 
-The run ledger (its events, resuming, reconciling a killed run) is `backfill.ledger`; reverting a
-run is `backfill.revert`. Their public names are re-exported here (`__all__`).
+Jobs go to D1 in batches (`backfill.packing`): one `execute_batch` per batch, that is one request
+and one transaction, its rows packed into multi-row guarded inserts as full as D1's limits allow.
+Per batch: one read of the max ids, the batch's `job` lines (fsync'd), the request, one lookup
+of the rows it inserted (`backfill.lookup`), then a `done` line per job.
 
-`KV2D1_KILL_AFTER_STATEMENTS=N` is a **test-only** hook: the process SIGKILLs itself once N
-statements have been handed to `execute_batch` (counted across jobs, inside or between
-transactions), so the kill-and-resume test can interrupt a run at any chosen point.
+The run ledger is `backfill.ledger`, finding rows again (and reconciling a killed run)
+`backfill.lookup`, reverting a run `backfill.revert`. Their public names are re-exported here.
+
+Test-only hooks, read from the environment:
+
+- `KV2D1_KILL_AFTER_STATEMENTS=N`: the process SIGKILLs itself once N statements have been
+  handed to `execute_batch` (counted across batches, inside or between transactions; 0: before
+  the first), so the kill-and-resume test can interrupt a run at any chosen point;
+- `KV2D1_BATCH_ROWS=N`: at most N rows per batch, so that a small run spans several batches.
 """
 
 from __future__ import annotations
@@ -13,27 +21,33 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
 from backfill.ledger import (
     LEDGER_SUFFIX,
-    RECONCILE_AFTER,
-    RECONCILE_BEFORE,
     SQL_TIME,
     InsertedRow,
     Ledger,
     LedgerRun,
     find_unfinished,
     load_run,
-    lookup_rows,
     new_run_id,
     read_events,
-    reconcile,
-    reconcile_job,
     utc_now,
 )
+from backfill.lookup import (
+    RECONCILE_AFTER,
+    RECONCILE_BEFORE,
+    AnnouncedJob,
+    find_inserted,
+    reconcile,
+    reconcile_job,
+    recover_unfinished,
+)
+from backfill.packing import BatchLimits, iter_batches, pack_jobs
 from backfill.plan import JobPlan, RowCounts
 from backfill.revert import (
     REVERT_BATCH,
@@ -48,6 +62,7 @@ from verifier.model import Table
 from verifier.sources import D1Source
 
 __all__ = [
+    "BATCH_ROWS_ENV",
     "KILL_ENV",
     "LEDGER_SUFFIX",
     "RECONCILE_AFTER",
@@ -55,6 +70,7 @@ __all__ = [
     "REVERT_BATCH",
     "SQL_TIME",
     "ApplyResult",
+    "BatchLimits",
     "InsertedRow",
     "Ledger",
     "LedgerRun",
@@ -62,26 +78,30 @@ __all__ = [
     "RevertExecution",
     "RevertPlan",
     "StatementCounter",
-    "apply_job",
+    "announce",
+    "apply_batch",
     "apply_plans",
     "apply_revert",
+    "batch_limits_from_env",
     "blocked_message",
     "check_writable",
     "execute",
+    "find_inserted",
     "find_unfinished",
     "job_event",
     "load_run",
-    "lookup_rows",
     "max_ids",
     "new_run_id",
     "plan_revert",
     "read_events",
     "reconcile",
     "reconcile_job",
+    "recover_unfinished",
     "run_rows",
 ]
 
 KILL_ENV = "KV2D1_KILL_AFTER_STATEMENTS"
+BATCH_ROWS_ENV = "KV2D1_BATCH_ROWS"
 Progress = Callable[[str, int], None]
 
 
@@ -161,11 +181,19 @@ def check_writable(d1: D1Source) -> None:
 # --- applying --------------------------------------------------------------------------------
 
 
+def batch_limits_from_env() -> BatchLimits:
+    """The default limits, with `KV2D1_BATCH_ROWS` (test-only) lowering the rows per batch."""
+    raw = os.environ.get(BATCH_ROWS_ENV, "").strip()
+    limits = BatchLimits()
+    return replace(limits, max_rows=int(raw)) if raw.isdigit() and int(raw) > 0 else limits
+
+
 @dataclass
 class ApplyResult:
     inserted: RowCounts = field(default_factory=RowCounts)
     jobs: int = 0
     statements: int = 0
+    requests: int = 0
     seconds: float = 0.0
 
 
@@ -176,33 +204,58 @@ def max_ids(d1: D1Source) -> dict[str, int]:
     return {t: int(v or 0) for t, v in zip(tables, rows[0] if rows else (0, 0, 0), strict=True)}
 
 
-def job_event(seq: int, plan: JobPlan, ids: dict[str, int]) -> dict[str, Any]:
-    execution = plan.rows[0].parent
+def job_event(
+    seq: int, plan: JobPlan, ids: dict[str, int], *, batch: int | None = None
+) -> dict[str, Any]:
+    """The `job` line of a plan; `batch` is the seq of its batch's first job (default: its own)."""
     return {
-        "event": "job", "seq": seq, "job": str(plan.job_key), "kv_key": plan.kv_key,
-        "at": utc_now(), "max_ids": ids, "new_execution": plan.new_execution,
-        "execution": {"job_type": execution.job_type, "execution_date": execution.execution_date,
-                      "run_time": execution.run_time},
+        "event": "job", "seq": seq, "batch": seq if batch is None else batch,
+        "job": str(plan.job_key), "kv_key": plan.kv_key, "at": utc_now(), "max_ids": ids,
+        "new_execution": plan.new_execution, "execution": plan.rows[0].parent.to_json(),
         "rows": [{"table": r.table.value, "natural_key": r.natural_key, "key": r.child_key}
                  for r in plan.rows],
     }
 
 
-def apply_job(
-    d1: D1Source, plan: JobPlan, *, ledger: Ledger, counter: StatementCounter
-) -> list[InsertedRow]:
-    """One job in one transaction, announced in the ledger before and recorded after."""
-    ids = max_ids(d1)
-    seq = ledger.next_seq()
-    ledger.append(job_event(seq, plan, ids), sync=True)
-    statements: list[tuple[str, Sequence[Any]]] = [(s.sql, s.params) for s in plan.statements()]
-    changes = execute(d1, statements, counter)
-    new_parent = plan.new_execution and changes[0] > 0
-    inserted = [r for r, n in zip(plan.rows, changes, strict=True) if n]
-    wanted = [(r.table.value, r.natural_key, r.child_key) for r in inserted]
-    found = lookup_rows(d1, plan.rows[0].parent, wanted, ids, new_parent=new_parent)
-    ledger.append({"event": "done", "seq": seq, "rows": [r.to_json() for r in found]})
-    return found
+@dataclass(frozen=True)
+class BatchResult:
+    rows: list[list[InsertedRow]]  # per job, in the batch's order
+    statements: int
+
+
+def announce(
+    ledger: Ledger, jobs: Sequence[JobPlan], ids: dict[str, int], statements: int
+) -> list[dict[str, Any]]:
+    """Write (and fsync) a batch's `batch` line and its jobs' `job` lines; the `job` events."""
+    seqs = [ledger.next_seq() for _ in jobs]
+    events = [job_event(s, plan, ids, batch=seqs[0]) for s, plan in zip(seqs, jobs, strict=True)]
+    batch = {"event": "batch", "batch": seqs[0], "jobs": len(jobs), "at": utc_now(),
+             "rows": sum(len(p.rows) for p in jobs), "statements": statements}
+    ledger.append_many([batch, *events], sync=True)
+    return events
+
+
+def apply_batch(
+    d1: D1Source,
+    jobs: Sequence[JobPlan],
+    *,
+    ledger: Ledger,
+    counter: StatementCounter,
+    limits: BatchLimits | None = None,
+) -> BatchResult:
+    """Jobs in one request (one transaction), announced in the ledger before, recorded after."""
+    statements = pack_jobs(jobs, (limits or BatchLimits()).statement)
+    events = announce(ledger, jobs, max_ids(d1), len(statements))
+    changes = execute(d1, [(s.statement.sql, s.statement.params) for s in statements], counter)
+    inserted: Counter[str] = Counter()
+    for packed, n in zip(statements, changes, strict=True):
+        inserted[packed.table] += n
+    announced = [AnnouncedJob.of(e) for e in events]
+    found = find_inserted(d1, announced, ledger.run_id, inserted=inserted)
+    done = [{"event": "done", "seq": j.seq, "rows": [r.to_json() for r in found[j.seq]]}
+            for j in announced]
+    ledger.append_many(done)
+    return BatchResult([found[j.seq] for j in announced], len(statements))
 
 
 def apply_plans(
@@ -211,18 +264,22 @@ def apply_plans(
     *,
     ledger: Ledger,
     counter: StatementCounter | None = None,
+    limits: BatchLimits | None = None,
     progress: Progress | None = None,
 ) -> ApplyResult:
     counter = counter or StatementCounter.from_env()
+    limits = limits or batch_limits_from_env()
     result = ApplyResult()
     started = time.perf_counter()
-    for plan in plans:
-        for row in apply_job(d1, plan, ledger=ledger, counter=counter):
-            result.inserted.add(row.table, plan.job_type)
-        result.jobs += 1
-        result.statements += len(plan.rows)
+    for jobs in iter_batches(plans, limits):
+        batch = apply_batch(d1, jobs, ledger=ledger, counter=counter, limits=limits)
+        for plan, rows in zip(jobs, batch.rows, strict=True):
+            for row in rows:
+                result.inserted.add(row.table, plan.job_type)
+        result.jobs += len(jobs)
+        result.statements += batch.statements
+        result.requests += 1
         if progress:
             progress("backfill", result.jobs)
     result.seconds = time.perf_counter() - started
     return result
-

@@ -1,19 +1,22 @@
-"""The run ledger of a backfill: what a run announced and did, and finding its rows again.
+"""The run ledger of a backfill: what a run announced and did.
 
 The ledger is one JSON-lines file per run (`<ledger dir>/<run id>.jsonl`):
 
 | event | written | holds |
 |---|---|---|
 | `started` | before the first job (fsync) | run id, mode (`apply`/`sql-out`), target, window |
-| `job` | before its transaction (fsync) | rows it will insert (natural keys), max ids, time |
+| `batch` | before its request, with its `job` lines (fsync) | first seq, jobs, rows, statements |
+| `job` | before its batch's request (fsync) | rows it will insert (natural keys), max ids, batch |
 | `done` | after the commit | the rows it did insert, with their row ids |
 | `resumed` | when a killed run starts again | time |
 | `finished` / `reverted` | at the end (fsync) | counts |
 
-A run killed between a `job` line and its `done` line is reconciled when it resumes (or is
-reverted): an execution is the run's when its `metadata` names the run id; a child row added to
-an execution D1 already had is the run's when it has an intended natural key, an id above the
-max id recorded before the transaction and a `created_at` close to the `job` line's time.
+A batch (one request, one transaction) holds several jobs; each `job` line names its batch by
+the seq of the batch's first job. A run killed between the `job` lines of a batch and their
+`done` lines is reconciled when it resumes (or is reverted) by `backfill.lookup`: an execution
+is the run's when its `metadata` names the run id; a child row added to an execution D1 already
+had is the run's when it has an intended natural key, an id above the max id recorded before the
+batch and a `created_at` close to the `job` line's time.
 
 `backfill.apply` writes the ledger; `backfill.revert` reads it to undo a run.
 """
@@ -29,14 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backfill.plan import CHILD_KEY_COLUMN, ExecutionKey, Provenance
 from verifier.errors import BackfillError
-from verifier.model import Table
-from verifier.sources import D1Source
 
 LEDGER_SUFFIX = ".jsonl"
-RECONCILE_BEFORE = dt.timedelta(minutes=2)  # clock skew between us and D1's `datetime('now')`
-RECONCILE_AFTER = dt.timedelta(minutes=15)  # a transaction may wait out a busy timeout first
 SQL_TIME = "%Y-%m-%d %H:%M:%S"  # the form of SQLite's datetime('now'), as in `created_at`
 
 
@@ -90,10 +88,15 @@ class Ledger:
 
     def append(self, event: dict[str, Any], *, sync: bool = False) -> None:
         """One line; `sync` makes it durable before what it announces happens."""
-        line = json.dumps(event, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        self.append_many([event], sync=sync)
+
+    def append_many(self, events: list[dict[str, Any]], *, sync: bool = False) -> None:
+        """Lines in one write (and with `sync`, one fsync)."""
+        lines = [json.dumps(e, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+                 for e in events]
         try:
             with self.path.open("a", encoding="utf-8") as out:
-                out.write(line + "\n")
+                out.write("".join(line + "\n" for line in lines))
                 out.flush()
                 if sync:
                     os.fsync(out.fileno())
@@ -209,7 +212,7 @@ class InsertedRow:
     key: str | None
     rowid: int
     execution_id: int | None
-    parent: str  # "new": the run inserted the execution too; "existing": D1 had it
+    parent: str  # "new": under an execution the same batch inserted; "existing": D1 had it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -221,100 +224,3 @@ class InsertedRow:
     def from_json(cls, d: dict[str, Any]) -> InsertedRow:
         return cls(d["table"], d["natural_key"], d.get("key"), int(d["rowid"]),
                    d.get("execution_id"), d.get("parent", "existing"))
-
-
-# --- finding inserted rows again ---------------------------------------------------------------
-
-
-def lookup_rows(
-    d1: D1Source,
-    execution: ExecutionKey,
-    wanted: list[tuple[str, str, str | None]],
-    ids: dict[str, int],
-    *,
-    new_parent: bool,
-    created_between: tuple[str, str] | None = None,
-    marker: str | None = None,
-) -> list[InsertedRow]:
-    """The ids of rows with the wanted natural keys, inserted after `ids` were taken.
-
-    Of several rows with one key, the first is ours: a guarded insert only adds a key that is
-    absent. `marker` requires the execution's metadata to name the run; `created_between`
-    bounds children's `created_at` (reconciling, when the commit is not known to have happened).
-    """
-    found: list[InsertedRow] = []
-    parent = "new" if new_parent else "existing"
-    for table, nk, _ in wanted:
-        if table == Table.JOB_EXECUTIONS:
-            exec_row = _lookup_execution(d1, execution, ids, marker)
-            if exec_row is not None:
-                found.append(InsertedRow(table, nk, None, exec_row, None, parent))
-    for table in (Table.ANALYSIS_RESULTS, Table.REPORT_SNAPSHOTS):
-        keys = {k: n for t, n, k in wanted if t == table and k is not None}
-        if keys:
-            rows = _lookup_children(d1, table, execution, ids[table], created_between)
-            found += [InsertedRow(table, keys[k], k, rowid, eid, parent)
-                      for k, rowid, eid in rows if k in keys]
-    return found
-
-
-def _lookup_execution(
-    d1: D1Source, execution: ExecutionKey, ids: dict[str, int], marker: str | None
-) -> int | None:
-    match = execution.match()
-    sql = f"SELECT id FROM job_executions WHERE {match.sql} AND id > ?"
-    params: tuple[Any, ...] = (*match.params, ids[Table.JOB_EXECUTIONS])
-    if marker is not None:
-        sql += " AND instr(metadata, ?) > 0"
-        params += (marker,)
-    rows = list(d1.query(sql + " ORDER BY id LIMIT 1", params))
-    return int(rows[0][0]) if rows else None
-
-
-def _lookup_children(
-    d1: D1Source,
-    table: Table,
-    execution: ExecutionKey,
-    after_id: int,
-    created_between: tuple[str, str] | None,
-) -> list[tuple[str, int, int]]:
-    """(key, id, execution id) of the first child per key under the execution, after an id."""
-    parent = execution.id_select()
-    key = CHILD_KEY_COLUMN[table]
-    sql = (f"SELECT {key}, min(id), execution_id FROM {table} "
-           f"WHERE execution_id = {parent.sql} AND id > ?")
-    params: tuple[Any, ...] = (*parent.params, after_id)
-    if created_between is not None:
-        sql += " AND created_at BETWEEN ? AND ?"
-        params += created_between
-    rows = d1.query(sql + f" GROUP BY {key}", params)
-    return [(str(k), int(i), int(e)) for k, i, e in rows]
-
-
-def reconcile_job(d1: D1Source, event: dict[str, Any], run_id: str) -> list[InsertedRow]:
-    """The rows a job whose `done` line is missing did insert (none if it never committed)."""
-    execution = ExecutionKey(**event["execution"])
-    wanted = [(r["table"], r["natural_key"], r.get("key")) for r in event["rows"]]
-    ids = {t: int(v) for t, v in event["max_ids"].items()}
-    marker = Provenance(run_id).marker
-    if event.get("new_execution"):
-        ours = lookup_rows(d1, execution, wanted, ids, new_parent=True, marker=marker)
-        if any(r.table == Table.JOB_EXECUTIONS for r in ours):
-            return ours
-        wanted = [w for w in wanted if w[0] != Table.JOB_EXECUTIONS]
-    at = dt.datetime.strptime(event["at"], SQL_TIME)
-    window = ((at - RECONCILE_BEFORE).strftime(SQL_TIME), (at + RECONCILE_AFTER).strftime(SQL_TIME))
-    return lookup_rows(d1, execution, wanted, ids, new_parent=False, created_between=window)
-
-
-def reconcile(d1: D1Source, ledger: Ledger) -> int:
-    """Write the `done` lines a killed run did not get to; the number of rows recovered."""
-    run = LedgerRun(ledger.run_id, ledger.path, tuple(ledger.events()))
-    recovered = 0
-    for event, done in run.jobs():
-        if done is None:
-            rows = reconcile_job(d1, event, run.run_id)
-            ledger.append({"event": "done", "seq": event["seq"], "reconciled": True,
-                           "rows": [r.to_json() for r in rows]})
-            recovered += len(rows)
-    return recovered

@@ -1,15 +1,17 @@
 """Backfill plans: the rows D1 lacks, as guarded inserts, built from the diff's findings.
 
-A `JobPlan` holds one KV record's missing rows and is applied as one transaction:
+A `JobPlan` holds one KV record's missing rows:
 
 - a whole job (the diff's `job_executions` finding): the execution, its symbol results and its
   report snapshot;
 - symbol results of an execution D1 already has (`analysis_results` findings);
 - the report snapshot of an execution D1 already has (`report_snapshots` findings).
 
-Every insert is `INSERT … SELECT … WHERE NOT EXISTS (…)` on the row's natural key, so a rerun,
-a resumed run or a concurrent dual-write cannot duplicate a row; a child finds its execution by
-the execution's natural key in a sub-select, never by a remembered row id. Natural keys:
+`backfill.packing` writes the rows of many jobs as multi-row inserts, several jobs to a batch.
+Every row is inserted only when its natural key is absent (`INSERT … SELECT … WHERE NOT
+EXISTS (…)`), so a rerun, a resumed run or a concurrent dual-write cannot duplicate a row; a
+child finds its execution by the execution's natural key in a sub-select, never by a remembered
+row id. Natural keys:
 
 | row | natural key |
 |---|---|
@@ -19,7 +21,9 @@ the execution's natural key in a sub-select, never by a remembered row id. Natur
 | report snapshot | `(execution, report_type)` |
 
 The execution of a latest record's children is the latest of its date (`execution_time DESC,
-id ASC`, the row verify compares). `field_mismatch`, `duplicate_in_d1` and orphans are reported, never fixed here.
+id ASC`, the row verify compares); of a per-run record's, the first with its key (`id ASC`).
+A record's repeated symbol is planned once, from its first result. `field_mismatch`,
+`duplicate_in_d1` and orphans are reported, never fixed here.
 """
 
 from __future__ import annotations
@@ -93,21 +97,9 @@ class ExecutionKey:
         run_time = None if job.key.run == LATEST else execution_time_for(job)[:RUN_TIME_CHARS]
         return cls(job.key.job_type, job.key.execution_date, run_time)
 
-    def match(self) -> Statement:
-        """A WHERE clause (unqualified columns of `job_executions`) selecting this execution."""
-        sql = "job_type = ? AND execution_date = ?"
-        params: tuple[Any, ...] = (self.job_type, self.execution_date)
-        if self.run_time is not None:
-            sql += f" AND substr(execution_time, 1, {RUN_TIME_CHARS}) = ?"
-            params += (self.run_time,)
-        return Statement(sql, params)
-
-    def id_select(self) -> Statement:
-        """A scalar sub-select of the execution's id: the first of duplicates, or the latest run."""
-        match = self.match()
-        order = "id" if self.run_time is not None else "execution_time DESC, id"
-        sql = f"(SELECT id FROM job_executions WHERE {match.sql} ORDER BY {order} LIMIT 1)"
-        return Statement(sql, match.params)
+    def to_json(self) -> dict[str, Any]:
+        return {"job_type": self.job_type, "execution_date": self.execution_date,
+                "run_time": self.run_time}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,37 +113,9 @@ class RowInsert:
     values: tuple[Any, ...]
     child_key: str | None = None
 
-    def statement(self) -> Statement:
-        return execution_insert(self) if self.child_key is None else child_insert(self)
-
     def to_json(self) -> dict[str, Any]:
         values = dict(zip(self.columns, self.values, strict=True))
         return {"table": self.table.value, "natural_key": self.natural_key, **values}
-
-
-def execution_insert(row: RowInsert) -> Statement:
-    """`INSERT … SELECT ? … WHERE NOT EXISTS` an execution with the same natural key."""
-    match = row.parent.match()
-    sql = (
-        f"INSERT INTO job_executions ({', '.join(row.columns)})\n"
-        f"SELECT {', '.join('?' for _ in row.columns)}\n"
-        f"WHERE NOT EXISTS (SELECT 1 FROM job_executions WHERE {match.sql})"
-    )
-    return Statement(sql, row.values + match.params)
-
-
-def child_insert(row: RowInsert) -> Statement:
-    """`INSERT … SELECT` a child under its execution (found by natural key) unless present."""
-    parent = row.parent.id_select()
-    key_column = CHILD_KEY_COLUMN[row.table]
-    sql = (
-        f"INSERT INTO {row.table} (execution_id, {', '.join(row.columns)})\n"
-        f"SELECT je.id, {', '.join('?' for _ in row.columns)} FROM job_executions AS je\n"
-        f"WHERE je.id = {parent.sql}\n"
-        f"  AND NOT EXISTS (SELECT 1 FROM {row.table} "
-        f"WHERE execution_id = je.id AND {key_column} = ?)"
-    )
-    return Statement(sql, row.values + parent.params + (row.child_key,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +137,6 @@ class JobPlan:
     def new_execution(self) -> bool:
         """Whether the plan inserts the execution itself (else its children join one D1 has)."""
         return bool(self.rows) and self.rows[0].child_key is None
-
-    def statements(self) -> list[Statement]:
-        return [row.statement() for row in self.rows]
 
     def order(self) -> tuple[int, float, int]:
         """Urgent jobs first, soonest expiry first; then the diff's natural-key order."""

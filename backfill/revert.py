@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from backfill.ledger import InsertedRow, Ledger, LedgerRun, reconcile_job
+from backfill.ledger import InsertedRow, Ledger, LedgerRun
+from backfill.lookup import recover_unfinished
 from backfill.plan import CHILD_KEY_COLUMN, Provenance, RowCounts
 from verifier.errors import BackfillError
 from verifier.model import Table
@@ -50,12 +51,9 @@ class RevertPlan:
 
 def run_rows(d1: D1Source, run: LedgerRun) -> list[InsertedRow]:
     """Every row the ledger says the run inserted (reconciling jobs without a `done` line)."""
-    rows: list[InsertedRow] = []
-    for event, done in run.jobs():
-        if done is not None:
-            rows += [InsertedRow.from_json(r) for r in done["rows"]]
-        elif run.mode == "apply":
-            rows += reconcile_job(d1, event, run.run_id)
+    rows = [InsertedRow.from_json(r) for _, done in run.jobs() if done for r in done["rows"]]
+    if run.mode == "apply":
+        rows += [row for _, found in recover_unfinished(d1, run) for row in found]
     return rows
 
 

@@ -1,7 +1,8 @@
 """`--sql-out`: the backfill as a SQL file to review and run with `wrangler d1 execute --file`.
 
-The file holds the same guarded inserts a direct backfill runs, with every value written as a
-literal (D1 takes a file without bound parameters):
+The file holds the same guarded multi-row inserts a direct backfill runs (`backfill.packing`),
+one per table and job as far as D1's 100,000 bytes per statement allow, with every value
+written as a literal (D1 takes a file without bound parameters):
 
 - text: single-quoted, `'` doubled; text holding NUL as `CAST(X'…' AS TEXT)` (exact bytes);
   text holding "BEGIN TRANSACTION" as two literals joined with `||` (wrangler's trap, below);
@@ -25,10 +26,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
+from backfill.packing import MAX_SQL_BYTES, StatementLimits, pack_jobs
 from backfill.plan import JobPlan, RowCounts, Statement
 from verifier.errors import BackfillError
 
-D1_MAX_STATEMENT_BYTES = 100_000
+D1_MAX_STATEMENT_BYTES = MAX_SQL_BYTES
 # `wrangler d1 execute --file` looks for the text "BEGIN TRANSACTION" anywhere in a file, string
 # literals included: it strips the first one (and the first "COMMIT;") from the data, and refuses
 # a file with two. A literal is cut between the two words and rejoined with `||`.
@@ -162,17 +164,26 @@ def comment_safe(line: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", line).replace("BEGIN TRANSACTION", "BEGIN  TRANSACTION")
 
 
+def inlined_bytes(value: Any) -> int:
+    """What a `?` becomes in the file: the value's literal in place of one byte."""
+    return len(literal(value).encode("utf-8", "surrogatepass")) - 1
+
+
+# No bound parameters in a file: only the size of each statement is limited.
+FILE_LIMITS = StatementLimits(max_params=None, value_bytes=inlined_bytes)
+
+
 def write_job(out: TextIO, index: int, total: int, plan: JobPlan) -> list[str]:
     """Write one job's statements; warnings for statements over D1's size limit."""
     out.write(job_comment(index, total, plan) + "\n")
     warnings = []
-    for row, statement in zip(plan.rows, plan.statements(), strict=True):
-        text = inline(statement) + ";\n"
+    for packed in pack_jobs([plan], FILE_LIMITS):
+        text = inline(packed.statement) + ";\n"
         out.write(text)
         if (size := len(text.encode("utf-8"))) > D1_MAX_STATEMENT_BYTES:
             warnings.append(
-                f"the insert of {row.natural_key} is {size:,} bytes; remote D1 refuses statements "
-                f"over {D1_MAX_STATEMENT_BYTES:,} bytes (it applies locally)"
+                f"the insert of {packed.rows[0].natural_key} is {size:,} bytes; remote D1 "
+                f"refuses statements over {D1_MAX_STATEMENT_BYTES:,} bytes (it applies locally)"
             )
     out.write("\n")
     return warnings

@@ -146,7 +146,8 @@ def job_snapshot_local(w: BenchWorker, args: argparse.Namespace) -> dict[str, An
 
 
 class CountingD1:
-    """A D1Source that measures what backfill sends per `execute_batch` (one request remotely)."""
+    """A D1Source that measures what backfill sends per `execute_batch` (one request remotely):
+    statements, parameters (every element handed over), SQL bytes and rows (VALUES tuples)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -156,6 +157,7 @@ class CountingD1:
         self.params: list[int] = []
         self.sql_bytes: list[int] = []
         self.rows_per_statement: list[int] = []
+        self.tables: list[str] = []
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.inner.query(sql, params)
@@ -172,13 +174,44 @@ class CountingD1:
             for (sql, params), n in zip(items, changes, strict=False):
                 self.params.append(len(params))
                 self.sql_bytes.append(len(sql.encode()))
-                self.rows_per_statement.append(sql.upper().count("SELECT ?") or 1)
+                self.rows_per_statement.append(_values_tuples(sql))
+                self.tables.append(sql.split()[2] if sql.upper().startswith("INSERT") else "?")
                 self.rows_inserted += n
         return changes
 
 
+def _values_tuples(sql: str) -> int:
+    """The tuples of the statement's VALUES list (1 for an INSERT … SELECT ? … of one row)."""
+    start = sql.upper().find("VALUES")
+    if start < 0:
+        return 1
+    tuples = depth = 0
+    quoted = False
+    for char in sql[start + len("VALUES") :]:
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+            tuples += depth == 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:  # the end of the list (it sits in brackets: `AS (VALUES …)`)
+                break
+        elif depth == 0 and char not in " \n\t,":
+            break  # the list ended without brackets around it
+    return max(tuples, 1)
+
+
 def packing(d1: CountingD1) -> dict[str, Any]:
-    """Statements and rows per request against what 100 parameters / 100 KB per statement allow."""
+    """Statements and rows per request against what 100 parameters / 100 KB per statement allow.
+
+    `fill_of_limits` is rows per statement over the rows a statement may hold (from the mean
+    parameters and bytes per row). A statement inserts into one table, so the last one of each
+    table in a request is partly empty when its rows run out: `statements_minimum` is the fewest
+    statements that could carry the same parameters and bytes, table by table.
+    """
     if not d1.statements:
         return {}
     params = sum(d1.params) / d1.statements
@@ -186,6 +219,12 @@ def packing(d1: CountingD1) -> dict[str, Any]:
     rows = sum(d1.rows_per_statement) / d1.statements
     per_row_params, per_row_bytes = params / rows, size / rows
     allowed = min(100 // max(per_row_params, 1), 100_000 // max(per_row_bytes, 1))
+    minimum = 0
+    for table in set(d1.tables):
+        mine = [i for i, t in enumerate(d1.tables) if t == table]
+        table_params = sum(d1.params[i] for i in mine)
+        table_bytes = sum(d1.sql_bytes[i] for i in mine)
+        minimum += max(-(-table_params // 100), -(-table_bytes // 100_000), 1)
     return {
         "requests": d1.batches,
         "statements": d1.statements,
@@ -196,6 +235,7 @@ def packing(d1: CountingD1) -> dict[str, Any]:
         "sql_bytes_per_statement": round(size),
         "rows_per_statement_allowed": int(allowed),
         "fill_of_limits": round(rows / allowed, 4),
+        "statements_minimum": minimum,
     }
 
 

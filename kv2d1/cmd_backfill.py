@@ -78,7 +78,8 @@ def backfill(
     execution, symbol results and report snapshot D1 lacks, built from the normalised KV
     record; keys expiring within 48 h go first. Each insert is conditional on its natural key
     being absent (never INSERT OR REPLACE), so a rerun or a concurrent dual-write cannot
-    duplicate a row; each job is one transaction. field_mismatch, duplicate_in_d1 and orphans
+    duplicate a row; inserts are packed (many rows per statement, up to 1,000 rows of many jobs
+    per request), each request one transaction. field_mismatch, duplicate_in_d1 and orphans
     are reported, never fixed. Ends by verifying again and printing findings before and after.
 
     Every backfilled execution's metadata names the run id; a run ledger (--ledger-dir) records

@@ -7,13 +7,17 @@ with nothing missing and no duplicate natural key, and a second one must insert 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.cfserver import FaultPlan
+from backfill.apply import Ledger, StatementCounter, apply_plans
+from backfill.packing import BatchLimits
+from tests.backfill.test_packing import DDL, RUN, job, record
+from tests.cfserver import ACCOUNT, CloudflareStub, FaultPlan
 from tests.test_remote_e2e import (  # noqa: F401  (fixtures)
     NOW,
     TOKEN,
@@ -24,10 +28,15 @@ from tests.test_remote_e2e import (  # noqa: F401  (fixtures)
     worker,
     world,
 )
+from verifier.model import LATEST
+from verifier.sources.cloudflare import CloudflareClient, RemoteCredentials
+from verifier.sources.local import LocalD1
+from verifier.sources.remote import RemoteD1
 
 pytest_plugins = ("tests.remote_fixtures",)
 
 MISSING = ("missing_in_d1", "expiring_soon")
+TABLES = ("job_executions", "analysis_results", "report_snapshots")
 
 
 def duplicate_keys(conn: sqlite3.Connection) -> list[tuple[str, ...]]:
@@ -129,3 +138,64 @@ def test_remote_dry_run_and_sql_out_write_nothing(world: World, tmp_path: Path) 
     assert counts(db) == before
     text = sql.read_text()
     assert "WHERE NOT EXISTS" in text and "INSERT OR REPLACE" not in text
+
+
+
+def test_a_remote_backfill_sends_one_request_per_batch_and_its_ledger_knows_every_row(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KV2D1_BATCH_ROWS", "3")  # several batches from the world's few rows
+    db = world.stub.d1(world.copy.database_id)
+    before = {t: db.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0] for t in TABLES}
+    world.stub.log.clear()
+    ledger = tmp_path / "ledger"
+    result = kv2d1(
+        "backfill", "--remote", "--config", str(world.remote_config), "--now", NOW.isoformat(),
+        "--ledger-dir", str(ledger), "--format", "json",
+    )  # fmt: skip
+    block = json.loads(result.stdout)["backfill"]
+    [path] = ledger.glob("*.jsonl")
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    batches = [e for e in events if e["event"] == "batch"]
+    assert len(batches) > 2 and sum(b["rows"] for b in batches) == block["rows"]["planned"]["total"]
+    assert world.stub.counts()["d1_query"] == 1 + len(batches)  # the lock check, then one each
+    added = {(t, i) for t in TABLES
+             for (i,) in db.execute(f"SELECT id FROM {t} WHERE id > ?", (before[t],))}
+    recorded = {(r["table"], r["rowid"]) for e in events if e["event"] == "done" for r in e["rows"]}
+    assert recorded == added and len(added) == block["rows"]["inserted"]["total"] > 0
+
+
+def test_packed_batches_keep_to_the_d1_limits_and_write_what_a_local_d1_writes(
+    cf_server: CloudflareStub, tmp_path: Path
+) -> None:
+    """Through the loopback API, which refuses a statement over 100 parameters or 100 KB."""
+    days = [(dt.date(2026, 1, 1) + dt.timedelta(days=i)).isoformat() for i in range(80)]
+    plans = [
+        job(i, record(day, "093000" if i % 3 else LATEST, symbols=[f"S{n}" for n in range(6)],
+                      report=i % 2 == 0, reasoning="why? " * 400))
+        for i, day in enumerate(days, start=1)
+    ]
+    client = CloudflareClient(RemoteCredentials(TOKEN, ACCOUNT, cf_server.base_url))
+    database = cf_server.add_database("packed", schema_sql=DDL)
+    local_path = tmp_path / "local.sqlite"
+    with sqlite3.connect(local_path) as conn:
+        conn.executescript(DDL)
+    limits = BatchLimits(max_rows=200)
+    for name, d1 in (("remote", RemoteD1(client, database)),
+                     ("local", LocalD1(local_path, readonly=False))):
+        run = Ledger.create(tmp_path / name, RUN.run_id, {"mode": "apply", "target": d1.describe()})
+        result = apply_plans(d1, plans, ledger=run, counter=StatementCounter(), limits=limits)
+        assert result.inserted.total == sum(len(p.rows) for p in plans)
+        assert result.statements < result.inserted.total / 8 and result.requests >= 4
+    assert cf_server.counts()["d1_query"] == result.requests
+    assert table_contents(cf_server.d1(database)) == table_contents(sqlite3.connect(local_path))
+
+
+def table_contents(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
+    """Every row, every column but `created_at`, with its SQLite type."""
+    out = {}
+    for table in TABLES:
+        names = [r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] != "created_at"]
+        columns = ", ".join(f"{n}, typeof({n})" for n in names)
+        out[table] = conn.execute(f"SELECT {columns} FROM {table} ORDER BY id").fetchall()
+    return out

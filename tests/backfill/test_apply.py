@@ -6,8 +6,9 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
-import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from backfill.apply import (
     read_events,
     reconcile,
 )
+from backfill.packing import BatchLimits, job_statements
 from backfill.plan import JobPlan, Provenance, build_plans
 from verifier.d1 import iter_d1_jobs
 from verifier.diff import DiffContext, diff_streams
@@ -117,9 +119,11 @@ def test_apply_records_every_inserted_row_with_its_id(tmp_path: Path) -> None:
     assert result.inserted.by_table() == {
         "job_executions": 2, "analysis_results": 4, "report_snapshots": 0
     }
-    assert (result.jobs, result.statements) == (2, 6)
+    assert (result.jobs, result.statements, result.requests) == (2, 2, 1)
     events = read_events(ledger.path)
-    assert [e["event"] for e in events] == ["started", "job", "done", "job", "done"]
+    assert [e["event"] for e in events] == ["started", "batch", "job", "job", "done", "done"]
+    assert events[1] == {"event": "batch", "batch": 1, "jobs": 2, "rows": 6, "statements": 2,
+                         "at": events[1]["at"]}
     done = [r for e in events if e["event"] == "done" for r in e["rows"]]
     ids = {(r["table"], r["rowid"]) for r in done}
     assert ids == {("job_executions", 1), ("job_executions", 2)} | {
@@ -134,24 +138,28 @@ def test_a_job_already_written_by_the_worker_inserts_nothing_and_records_nothing
     d1 = new_db(tmp_path / "d1.sqlite")
     job_plans = plans(d1, [record("2026-11-16")])
     d1.execute_batch([(s.sql, s.params) for p in plans(d1, [record("2026-11-16")], "worker")
-                      for s in p.statements()])
+                      for s in job_statements(p)])
     ledger = ledger_for(tmp_path, d1)
     result = apply_plans(d1, job_plans, ledger=ledger, counter=StatementCounter())
     assert result.inserted.total == 0
     assert read_events(ledger.path)[-1] == {"event": "done", "seq": 1, "rows": []}
 
 
-def _writer(path: str, statements: list[tuple[str, tuple[Any, ...]]], ready: Any) -> None:
-    """Another process running the same guarded inserts, one short transaction each."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    for index, (sql, params) in enumerate(statements):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(sql, params)
-        conn.execute("COMMIT")
-        time.sleep(0.0005)  # a worker's pace, so that the two really interleave
-        if index == 10:
-            ready.set()
-    ready.set()
+# Another process running the same guarded inserts, one short transaction each. (A subprocess,
+# not multiprocessing: its resource tracker would outlive the test as a child of pytest.)
+WRITER = """
+import json, pathlib, sqlite3, sys, time
+path, statements, ready = sys.argv[1], json.loads(pathlib.Path(sys.argv[2]).read_text()), sys.argv[3]
+conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+for index, (sql, params) in enumerate(statements):
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(sql, params)
+    conn.execute("COMMIT")
+    time.sleep(0.0005)  # a worker's pace, so that the two really interleave
+    if index == 10:
+        pathlib.Path(ready).touch()
+pathlib.Path(ready).touch()
+"""
 
 
 def test_a_concurrent_writer_of_the_same_jobs_causes_no_duplicates(tmp_path: Path) -> None:
@@ -160,15 +168,18 @@ def test_a_concurrent_writer_of_the_same_jobs_causes_no_duplicates(tmp_path: Pat
     days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(150)]
     records = [record(d.isoformat(), ("AAPL", "MSFT", "NVDA", "TSLA")) for d in days]
     ours, theirs = plans(d1, records), plans(d1, records, "dual-writer")
-    statements = [(s.sql, s.params) for p in reversed(theirs) for s in p.statements()]
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    other = context.Process(target=_writer, args=(str(d1.path), statements, ready))
-    other.start()
-    assert ready.wait(60)  # the other writer is under way: the two runs overlap
-    result = apply_plans(d1, ours, ledger=ledger_for(tmp_path, d1), counter=StatementCounter())
-    other.join(60)
-    assert other.exitcode == 0
+    statements = [(s.sql, s.params) for p in reversed(theirs) for s in job_statements(p)]
+    (tmp_path / "theirs.json").write_text(json.dumps(statements))
+    ready = tmp_path / "ready"
+    other = subprocess.Popen([sys.executable, "-c", WRITER, str(d1.path),
+                              str(tmp_path / "theirs.json"), str(ready)])
+    deadline = time.monotonic() + 60
+    while not ready.exists() and other.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert ready.exists()  # the other writer is under way: the two runs overlap
+    result = apply_plans(d1, ours, ledger=ledger_for(tmp_path, d1), counter=StatementCounter(),
+                         limits=BatchLimits(max_rows=50))  # short transactions, as the worker's
+    assert other.wait(60) == 0
     assert natural_key_duplicates(d1) == []
     assert counts(d1) == (150, 150 * 4, 0)
     assert 0 < result.inserted.total < 150 * 5  # each side wrote part of it
@@ -190,7 +201,7 @@ def test_a_job_committed_before_its_done_line_is_recovered(tmp_path: Path) -> No
     [plan] = plans(d1, [record("2026-11-16")])
     ledger = ledger_for(tmp_path, d1)
     _announce(d1, ledger, plan)
-    d1.execute_batch([(s.sql, s.params) for s in plan.statements()])  # killed right after
+    d1.execute_batch([(s.sql, s.params) for s in job_statements(plan)])  # killed right after
     assert reconcile(d1, Ledger.resume(load_run(tmp_path / "runs", RUN_ID))) == 3
     done = [e for e in read_events(ledger.path) if e["event"] == "done"]
     assert [(r["table"], r["rowid"]) for r in done[0]["rows"]] == [
@@ -203,7 +214,7 @@ def test_a_job_killed_before_commit_claims_nothing_the_worker_wrote_later(tmp_pa
     d1 = new_db(tmp_path / "d1.sqlite")
     existing = record("2026-11-16", ("AAPL",))
     d1.execute_batch([(s.sql, s.params) for p in plans(d1, [existing], "worker")
-                      for s in p.statements()])
+                      for s in job_statements(p)])
     [plan] = plans(d1, [record("2026-11-16", ("AAPL", "MSFT"))])
     assert not plan.new_execution
     ledger = ledger_for(tmp_path, d1)
@@ -246,7 +257,7 @@ def _backfill(tmp_path: Path, d1: FileD1, records: list[KvRecord]) -> LedgerRun:
 def test_revert_deletes_exactly_the_runs_rows(tmp_path: Path) -> None:
     d1 = new_db(tmp_path / "d1.sqlite")
     d1.execute_batch([(s.sql, s.params) for p in plans(d1, [record("2026-11-16", ("AAPL",))], "w")
-                      for s in p.statements()])
+                      for s in job_statements(p)])
     before = d1.conn.execute("SELECT * FROM analysis_results").fetchall()
     assert counts(d1) == (1, 1, 0)
     run = _backfill(tmp_path, d1, [record("2026-11-16", ("AAPL", "MSFT")), record("2026-11-17")])
@@ -287,7 +298,8 @@ def test_the_ledger_is_json_lines_with_natural_keys(tmp_path: Path) -> None:
     d1 = new_db(tmp_path / "d1.sqlite")
     run = _backfill(tmp_path, d1, [record("2026-11-16", ("AAPL",), run="093000")])
     lines = run.path.read_text().splitlines()
-    job = json.loads(lines[1])
+    batch, job = json.loads(lines[1]), json.loads(lines[2])
+    assert (batch["event"], batch["statements"], job["batch"]) == ("batch", 2, 1)
     assert job["execution"] == {"job_type": "analysis", "execution_date": "2026-11-16",
                                 "run_time": "2026-11-16T14:30:00"}
     assert [r["natural_key"] for r in job["rows"]] == [

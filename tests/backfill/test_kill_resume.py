@@ -1,9 +1,11 @@
-"""SIGKILL a real `kv2d1 backfill` at 20 points, start it again: the same database as an
-uninterrupted run, no duplicate natural key, nothing missing, one run id, an exact ledger."""
+"""SIGKILL a real `kv2d1 backfill` before, inside and between its batches, start it again: the
+same database as an uninterrupted run, no duplicate natural key, nothing missing, one run id, an
+exact ledger."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -21,7 +23,7 @@ from verifier.synth import WorkerFiles, generate, write_worker
 REPO = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 11, 28, 15, tzinfo=dt.UTC)
 TABLES = ("job_executions", "analysis_results", "report_snapshots")
-KILL_POINTS = 20
+BATCH_ROWS = 30  # KV2D1_BATCH_ROWS: the run spans several batches
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +41,15 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> WorkerFiles:
 
 
 def kv2d1(
-    directory: Path, *args: str, kill_after: int | None = None
+    directory: Path, *args: str, kill_after: int | None = None, batch_rows: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("KV2D1_KILL_AFTER_STATEMENTS", None)
+    env.pop("KV2D1_BATCH_ROWS", None)
     if kill_after is not None:
         env["KV2D1_KILL_AFTER_STATEMENTS"] = str(kill_after)
+    if batch_rows is not None:
+        env["KV2D1_BATCH_ROWS"] = str(batch_rows)
     argv = [sys.executable, "-c", "from kv2d1.cli import main; main()", *args,
             "--config", str(directory / "wrangler.toml"), "--now", NOW.isoformat(), "-q"]
     return subprocess.run(argv, cwd=directory, env=env, capture_output=True, text=True,
@@ -102,41 +107,55 @@ def missing_after(directory: Path) -> list[str]:
             if f["category"] in ("missing_in_d1", "expiring_soon")]
 
 
+def kill_points(ledger: Path) -> dict[str, list[int]]:
+    """Every statement count to die after: before the first statement is sent (its batch
+    announced), inside a batch (rolled back), after a batch committed (its `done` lines not
+    written yet)."""
+    events = [json.loads(line) for line in ledger.read_text().splitlines()]
+    sizes = [int(e["statements"]) for e in events if e["event"] == "batch"]
+    ends = list(itertools.accumulate(sizes))
+    inside = [k for k in range(1, ends[-1]) if k not in ends]
+    return {"before": [0], "inside": inside, "between": ends}
+
+
 @pytest.mark.slow
 def test_a_backfill_killed_anywhere_resumes_to_the_same_database(
     base: WorkerFiles, tmp_path: Path
 ) -> None:
     reference = copy_of(base, tmp_path / "reference")
     plan = json.loads(kv2d1(reference, "backfill", "--dry-run").stdout)["backfill"]
-    statements = plan["rows"]["planned"]["total"]
-    assert statements > 150 and plan["jobs"]["planned"] > 40  # a run worth interrupting
-    done = kv2d1(reference, "backfill")
+    planned = plan["rows"]["planned"]["total"]
+    assert planned > 150 and plan["jobs"]["planned"] > 40  # a run worth interrupting
+    done = kv2d1(reference, "backfill")  # default batches: the whole run in one request
     assert done.returncode == 0, done.stderr
     expected, _ = content(d1_path(reference, base))
-    spread = (1 + round(i * (statements - 1) / (KILL_POINTS - 1)) for i in range(KILL_POINTS))
-    points = sorted(set(spread))
-    assert len(points) == KILL_POINTS
-    recovered = 0
-    for k in points:
-        worker = copy_of(base, tmp_path / f"killed-{k}")
-        killed = kv2d1(worker, "backfill", kill_after=k)
+    small = copy_of(base, tmp_path / "small-batches")
+    assert kv2d1(small, "backfill", batch_rows=BATCH_ROWS).returncode == 0
+    assert content(d1_path(small, base))[0] == expected  # batching changes nothing written
+    [small_ledger] = (small / ".kv2d1" / "runs").glob("*.jsonl")
+    points = kill_points(small_ledger)
+    assert len(points["between"]) >= 5 and len(points["inside"]) >= 10
+    for kind, k in ((kind, k) for kind, ks in points.items() for k in ks):
+        worker = copy_of(base, tmp_path / f"killed-{kind}-{k}")
+        killed = kv2d1(worker, "backfill", kill_after=k, batch_rows=BATCH_ROWS)
         assert killed.returncode == -signal.SIGKILL, (k, killed.stderr)
         ledgers = list((worker / ".kv2d1" / "runs").glob("*.jsonl"))
-        resumed = kv2d1(worker, "backfill", "--format", "json")
+        resumed = kv2d1(worker, "backfill", "--format", "json")  # default batches
         assert resumed.returncode == 0, (k, resumed.stderr)
         block = json.loads(resumed.stdout)["backfill"]
         assert block["resumed"] and [block["run_id"]] == [p.stem for p in ledgers]
         rows, run_ids = content(d1_path(worker, base))
-        assert rows == expected, f"killed after {k} statements"
+        assert rows == expected, f"killed {kind} batches after {k} statements"
         assert run_ids == {block["run_id"]}  # one run id: the killed run's, reused
         assert duplicates(d1_path(worker, base)) == []
-        # the ledger knows every row the run inserted, across the kill
+        # the ledger knows every row the run inserted, across the kill: the rows of a batch
+        # that committed before its `done` lines are recovered, nothing else is
+        recovered = _reconciled_rows(ledgers[0])
+        assert (recovered > 0) == (kind == "between"), (kind, k, recovered)
         revert = json.loads(kv2d1(worker, "backfill", "--revert", block["run_id"],
                                   "--format", "json").stdout)["backfill"]
-        assert sum(revert["rows"].values()) == statements, f"killed after {k} statements"
-        recovered += _reconciled_rows(ledgers[0])
+        assert sum(revert["rows"].values()) == planned, f"killed {kind} after {k} statements"
     assert missing_after(worker) == []
-    assert recovered > 0  # some kills fell between a commit and its ledger line
 
 
 def _reconciled_rows(ledger: Path) -> int:

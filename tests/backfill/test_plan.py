@@ -15,13 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backfill.packing import StatementLimits, job_statements, pack_rows
 from backfill.plan import (
     BACKFILLED,
-    ExecutionKey,
     JobPlan,
     PlanSpool,
     Provenance,
     build_plans,
+    symbol_rows,
 )
 from backfill.sqlfile import inline, literal
 from verifier.d1 import iter_d1_jobs
@@ -110,7 +111,7 @@ def apply(conn: sqlite3.Connection, plans: list[JobPlan]) -> int:
     for plan in plans:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            for statement in plan.statements():
+            for statement in job_statements(plan):
                 inserted += conn.execute(statement.sql, statement.params).rowcount
     return inserted
 
@@ -195,7 +196,7 @@ def test_every_statement_is_a_guarded_insert_within_d1_limits(tmp_path: Path) ->
         ],
     )
     for plan in plans:
-        for statement in plan.statements():
+        for statement in job_statements(plan):
             assert statement.sql.startswith("INSERT INTO ")
             assert "WHERE NOT EXISTS" in statement.sql or "AND NOT EXISTS" in statement.sql
             assert not re.search(r"\b(REPLACE|UPDATE|DELETE|BEGIN|COMMIT)\b", statement.sql, re.I)
@@ -231,8 +232,9 @@ def test_a_latest_records_children_go_to_the_latest_execution(tmp_path: Path) ->
         "VALUES ('analysis', '2026-11-16', '2026-11-16T21:00:00.000Z', 'success'), "
         "('analysis', '2026-11-16', '2026-11-16T14:00:00.000Z', 'success')"
     )
-    parent = ExecutionKey("analysis", "2026-11-16", None).id_select()
-    assert conn.execute(f"SELECT {parent.sql}", parent.params).fetchone() == (1,)
+    [packed] = pack_rows(symbol_rows(record(symbols=("AAPL",))), StatementLimits())
+    assert conn.execute(packed.statement.sql, packed.statement.params).rowcount == 1
+    assert conn.execute("SELECT execution_id FROM analysis_results").fetchall() == [(1,)]
 
 
 def test_a_per_run_execution_is_identified_to_the_second(tmp_path: Path) -> None:
@@ -244,8 +246,8 @@ def test_a_per_run_execution_is_identified_to_the_second(tmp_path: Path) -> None
     rec = record("2026-11-17", "093000")
     assert rec.job.execution_time == "2026-11-17T14:30:00.000Z"
     [execution, *_] = plans_for(new_db(tmp_path / "empty.sqlite"), [rec])[0].rows
-    statement = execution.statement()
-    assert conn.execute(statement.sql, statement.params).rowcount == 0
+    [packed] = pack_rows([execution], StatementLimits())
+    assert conn.execute(packed.statement.sql, packed.statement.params).rowcount == 0
 
 
 # --- order and spooling ------------------------------------------------------------------------
@@ -306,7 +308,7 @@ def test_an_inlined_statement_writes_what_the_bound_one_does(
     for conn in (bound, inlined):
         conn.executescript(DDL)
     [plan] = plans_for(bound, [rec])
-    for statement in plan.statements():
+    for statement in job_statements(plan):
         bound.execute(statement.sql, statement.params)
         inlined.executescript(inline(statement) + ";")
     for table in ("job_executions", "analysis_results"):

@@ -118,12 +118,26 @@ def test_an_error_in_the_second_half_is_raised_as_it_was(world, tmp_path: Path) 
 
 def test_stopping_early_stops_the_child_and_leaves_no_file(world) -> None:  # type: ignore[no-untyped-def]
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "kv2d1-half-*")))
+    children = _children()
     stream: Iterator[Finding] = run(*sources(world), world[0].window, 2).findings()
     next(stream)
+    assert len(_children() - children) == 1  # the child verifying the second half
     stream.close()  # type: ignore[attr-defined]
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "kv2d1-half-*"))) == before
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # no child left behind
+    assert _children() == children  # stopped and reaped: no zombie left behind
+
+
+def _children() -> set[int]:
+    """This process's child processes (zombies included), from /proc."""
+    found = set()
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            found.add(int(Path(stat).parent.name))
+    return found
 
 
 def test_one_process_when_asked_or_when_a_source_cannot_be_reopened(world) -> None:  # type: ignore[no-untyped-def]

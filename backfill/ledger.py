@@ -68,6 +68,7 @@ class Ledger:
     @classmethod
     def resume(cls, run: LedgerRun) -> Ledger:
         last = max((int(e["seq"]) for e in run.events if e.get("event") == "job"), default=0)
+        _drop_cut_line(run.path)  # a kill mid-write: the next line must start on its own
         ledger = cls(run.path, run.run_id, last_seq=last)
         ledger.append({"event": "resumed", "at": utc_now()}, sync=True)
         return ledger
@@ -109,6 +110,23 @@ class Ledger:
 
     def events(self) -> list[dict[str, Any]]:
         return read_events(self.path)
+
+
+def _drop_cut_line(path: Path) -> None:
+    """Cut a last line a kill left unfinished (no newline) off the file.
+
+    Its event never completed: `job` lines are written before their batch is sent, so the
+    batch was not; a cut `done` line leaves its jobs to reconciling, as a missing one does.
+    """
+    try:
+        with path.open("rb+") as ledger:
+            data = ledger.read()
+            if data and not data.endswith(b"\n"):
+                ledger.truncate(data.rfind(b"\n") + 1)
+                ledger.flush()
+                os.fsync(ledger.fileno())
+    except OSError as exc:
+        raise BackfillError(f"cannot repair the run ledger {path}: {exc.strerror}") from exc
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

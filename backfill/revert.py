@@ -44,8 +44,10 @@ class RevertPlan:
     def counts(self) -> dict[str, int]:
         totals = {t.value: 0 for t in Table}
         totals[Table.JOB_EXECUTIONS] = len(self.executions)
-        for row in [*self.children, *(c for e in self.executions for c in e.children)]:
-            totals[row.table] += 1
+        rows = {(r.table, r.rowid): r for r in self.children}
+        rows.update({(c.table, c.rowid): c for e in self.executions for c in e.children})
+        for table, _ in rows:  # a row may be listed twice (see `plan_revert`): count it once
+            totals[table] += 1
         return totals
 
 

@@ -1,25 +1,32 @@
-"""Verifying a window in two processes: the dates split where the matched KV keys halve.
+"""Verifying a window in two processes that share out runs of dates.
 
-Each half is the same streaming verification (list, fetch, normalise, spool, merge-join with D1)
-over its own dates, so the diff's groups, (date, job type), never straddle the split. The parent
-runs the first half and streams its findings as usual; a forked child runs the second half and
-writes its findings to a temporary file, which the parent replays once its own half is done.
-Findings therefore come out in the same (date, job type) group order a single process gives;
-only `invalid_kv_payload` findings, which a single process yields while it loads KV, come out
-with their half. What the halves must agree on (each job type's first KV date, the profile, the
-clock) is settled before the fork.
+The window is cut into `CHUNKS` runs of whole dates holding about as many matched KV keys each;
+the parent and one forked child take runs from a shared queue until none is left, and verify
+each run as the single-process verify does (fetch, normalise, spool, merge-join with D1), so the
+diff's groups, (date, job type), never straddle two runs. Taking runs from a queue balances
+the load whatever the cost of a date (old analysis payloads cost several times a status key).
+
+Findings come out in run order, as one process gives them: the parent streams a run the
+moment every earlier run is out, and parks the others (its own and the child's) in temporary
+files until then. Only `invalid_kv_payload` findings, which one process yields while it loads
+all of KV, come out with their run. What the processes must agree on (each job type's first KV
+date, the profile, the clock) is settled before the fork.
 
 Only sources that can be opened again in the child (local state, snapshots: `reopened()`) run in
-two processes, on a machine with two or more cores, for windows of `PARALLEL_MIN_KEYS` or more
+two processes, on Linux with two or more cores, for windows of `PARALLEL_MIN_KEYS` or more
 matched keys. `KV2D1_WORKERS=1` keeps a run in one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import mmap
+import multiprocessing
 import os
 import pickle
+import select
+import shutil
 import signal
 import struct
 import sys
@@ -27,6 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from verifier.diff import DiffContext
@@ -39,7 +47,6 @@ _BATCH = 256
 _POLL_S = 0.1
 
 Report = Callable[[int], None]
-ChildPart = Callable[[Report], tuple[Iterator[Finding], DiffContext]]
 
 
 def workers_wanted(workers: int | None) -> int:
@@ -63,28 +70,41 @@ def can_fork(kv: Any, d1: Any, workers: int | None) -> bool:
     )
 
 
-def split_date(dates: Counter[str], *, minimum: int | None = None) -> str | None:
-    """The date ending the first half: the first at which half the matched keys are reached.
+CHUNKS = 32  # runs of dates: the last one taken bounds the idle time of the other process
 
-    None when there are fewer than `minimum` (default `PARALLEL_MIN_KEYS`) keys or a single
-    date (nothing to split).
+
+def split_dates(
+    dates: Counter[str], *, minimum: int | None = None, chunks: int = CHUNKS
+) -> list[str]:
+    """The dates ending each run but the last: runs of about `1/chunks` of the keys each.
+
+    Empty (no split) when there are fewer than `minimum` (default `PARALLEL_MIN_KEYS`) keys or
+    a single date.
     """
     total = sum(dates.values())
     if total < (PARALLEL_MIN_KEYS if minimum is None else minimum) or len(dates) < 2:
-        return None
+        return []
     ordered = sorted(dates)
-    seen = 0
+    ends: list[str] = []
+    seen, target = 0, 1
     for date in ordered[:-1]:
         seen += dates[date]
-        if seen * 2 >= total:
-            return date
-    return ordered[-2]
+        if seen * chunks >= target * total:
+            ends.append(date)
+            while seen * chunks >= target * total:
+                target += 1
+    return ends
 
 
-def halves(window: Window, split: str) -> tuple[Window, Window]:
-    """The window up to and including `split`, and the rest. `split + NUL` is the least string
-    greater than `split`, so every date (well-formed or not) falls in exactly one half."""
-    return Window(window.since, split), Window(split + "\x00", window.until)
+def cut(window: Window, ends: list[str]) -> list[Window]:
+    """The window in runs ending at each of `ends`, then the rest. `date + NUL` is the least
+    string greater than `date`, so every date (well-formed or not) falls in exactly one run."""
+    runs, since = [], window.since
+    for end in ends:
+        runs.append(Window(since, end))
+        since = end + "\x00"
+    runs.append(Window(since, window.until))
+    return runs
 
 
 def merge_coverage(into: Coverage, other: Coverage) -> None:
@@ -99,62 +119,180 @@ def merge_coverage(into: Coverage, other: Coverage) -> None:
             setattr(into, f.name, getattr(into, f.name) + value)
 
 
+class RunQueue:
+    """Run numbers 0…n-1, each taken once by whichever process asks first (shared by fork).
+
+    `n` is set after the fork, once the parent has listed the keys and cut the window.
+    """
+
+    def __init__(self) -> None:
+        self._lock = multiprocessing.get_context("fork").Lock()
+        self._shared = mmap.mmap(-1, 16)  # next run to take, number of runs
+
+    def set_size(self, n: int) -> None:
+        struct.pack_into("q", self._shared, 8, n)
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            with self._lock:
+                taken, n = struct.unpack_from("qq", self._shared, 0)
+                if taken >= n:
+                    return
+                struct.pack_into("q", self._shared, 0, taken + 1)
+            yield taken
+
+    def close(self) -> None:
+        self._shared.close()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What both processes work from: the runs of dates, the matched key names of each date,
+    and each job type's first KV date (the listing's, which only the parent did)."""
+
+    runs: list[Window]
+    by_date: dict[str, list[str]]
+    kv_first_date: dict[str, str]
+
+
+Work = Callable[[int, DiffContext, Report | None], Iterator[Finding]]
+ChildWork = Callable[[Plan], tuple[Work, DiffContext]]
+
+
 def run_in_two(
-    first: Callable[[Callable[[], int]], Iterator[Finding]],
-    second: ChildPart,
+    make_plan: Callable[[], Plan],
+    work: Callable[[Plan], Work],
+    child_work: ChildWork,
     ctx: DiffContext,
     *,
+    prepare: Callable[[], None] = lambda: None,
     progress: Report | None = None,
 ) -> Iterator[Finding]:
-    """Run `second` in a forked child while `first` streams here; then replay the child's.
+    """Verify runs of dates in this process and a forked child; findings in run order.
 
-    `first` is given a function that tells how many keys the child has fetched so far (for
-    progress). `ctx` (the parent's) takes in the child's coverage and the groups it saw. An
-    error in the child is raised here, after the parent's half, as the child raised it.
+    The child is forked first and `prepare`s (loads what every run needs) while the parent
+    lists the keys and cuts the window (`make_plan`); the plan goes to the child through a
+    pipe. `work(plan)(i, ctx, report)` verifies run i; in the child, `child_work(plan)` gives
+    the function to use (over reopened sources) and the child's own context. A plan of one
+    run sends the child away and runs here. `ctx` (the parent's) takes in the child's coverage
+    and the groups it saw. An error in the child is raised here, as the child raised it.
     """
-    fd, name = tempfile.mkstemp(prefix="kv2d1-half-", suffix=".pickle")
-    os.close(fd)
+    queue = RunQueue()
+    folder = tempfile.mkdtemp(prefix="kv2d1-runs-")
     counter = mmap.mmap(-1, 8)
+    read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
-        _child(second, name, counter, parent)
+        os.close(write_end)
+        _child(prepare, read_end, child_work, queue, folder, counter, parent)
+    os.close(read_end)
     try:
-        yield from first(lambda: _read(counter))
+        plan = make_plan()
+        alone = len(plan.runs) < 2
+        queue.set_size(len(plan.runs))
+        _send(write_end, None if alone else plan)
+        write_end = -1
+        report = (lambda n: progress(n + _read(counter))) if progress else None
+        mine, emitted = work(plan), 0
+        for i in queue:
+            if i == emitted:  # every earlier run is out: stream this one
+                yield from mine(i, ctx, report)
+                emitted += 1
+            else:
+                _park(mine(i, ctx, report), _run_file(folder, i))
+        if alone:
+            _reap(pid)  # it read "nothing to do" and left
+            pid = 0
+            return
         own = ctx.coverage.keys_matched
         status = _wait(pid, lambda: progress(own + _read(counter)) if progress else None)
         pid = 0
+        _take_in(folder, ctx, status)
         if progress:
-            progress(own + _read(counter))
-        yield from _replay(name, ctx, status)
+            progress(ctx.coverage.keys_matched)
+        for i in range(emitted, len(plan.runs)):
+            yield from _replay(_run_file(folder, i))
     finally:
+        if write_end >= 0:
+            os.close(write_end)
         if pid:
             _stop(pid)
         counter.close()
-        os.unlink(name)
+        queue.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _child(second: ChildPart, name: str, counter: mmap.mmap, parent: int) -> None:  # pragma: no cover
+def _send(fd: int, plan: Plan | None) -> None:
+    """The plan to the child (None: nothing to do), then end of file."""
+    try:
+        with os.fdopen(fd, "wb") as out:
+            pickle.dump(plan, out, protocol=5)
+    except BrokenPipeError:
+        pass  # the child is gone: waiting for it says how it ended
+
+
+def _receive(fd: int) -> Plan | None:  # pragma: no cover - runs in the forked child
+    with os.fdopen(fd, "rb") as source:
+        plan: Plan | None = pickle.load(source)
+    return plan
+
+
+def _run_file(folder: str, i: int) -> str:
+    return os.path.join(folder, f"run-{i:04d}.pickle")
+
+
+def _park(findings: Iterator[Finding], name: str) -> None:
+    """Write a run's findings to a file, in batches (memory stays bounded)."""
+    with open(name, "wb") as out:
+        batch: list[Finding] = []
+        for finding in findings:
+            batch.append(finding)
+            if len(batch) >= _BATCH:
+                pickle.dump(batch, out, protocol=5)
+                batch = []
+        pickle.dump(batch, out, protocol=5)
+
+
+def _replay(name: str) -> Iterator[Finding]:
+    with open(name, "rb") as source:
+        while True:
+            try:
+                batch = pickle.load(source)
+            except EOFError:
+                return
+            yield from batch
+
+
+def _child(
+    prepare: Callable[[], None],
+    read_end: int,
+    child_work: ChildWork,
+    queue: RunQueue,
+    folder: str,
+    counter: mmap.mmap,
+    parent: int,
+) -> None:  # pragma: no cover - runs in the forked child
     status = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent decides what Ctrl-C does
-        with open(name, "wb") as out:
-            try:
-                findings, child_ctx = second(lambda n: _report(counter, n, parent))
-                batch: list[Finding] = []
-                for finding in findings:
-                    batch.append(finding)
-                    if len(batch) >= _BATCH:
-                        pickle.dump(("findings", batch), out, protocol=5)
-                        batch = []
-                pickle.dump(("findings", batch), out, protocol=5)
-                done = (child_ctx.coverage, child_ctx.groups_seen, child_ctx.kv_invalid_groups)
-                pickle.dump(("done", done), out, protocol=5)
-            except BaseException as exc:
-                pickle.dump(("error", _portable(exc)), out, protocol=5)
-                status = 1
+        try:
+            prepare()
+            plan = _receive(read_end)
+            if plan is None:
+                os._exit(0)  # one run: the parent does it alone
+            work, own = child_work(plan)
+            report: Report = lambda n: _report(counter, n, parent)  # noqa: E731
+            for i in queue:
+                _park(work(i, own, report), _run_file(folder, i))
+            result: tuple[str, Any] = ("done", (own.coverage, own.groups_seen, own.kv_invalid_groups))
+        except BaseException as exc:
+            result = ("error", _portable(exc))
+            status = 1
+        with open(os.path.join(folder, "child.pickle"), "wb") as out:
+            pickle.dump(result, out, protocol=5)
     finally:
         os._exit(status)  # no atexit handlers, no flushing of buffers inherited from the parent
 
@@ -179,12 +317,29 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def _wait(pid: int, tick: Callable[[], None]) -> int:
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        tick()
-        time.sleep(_POLL_S)
+    """Wait for the child to end, calling `tick` every `_POLL_S` meanwhile; its exit status.
+
+    A pidfd wakes the wait the moment the child ends (polling alone would add up to a tick).
+    """
+    pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            tick()
+            if pidfd is None:
+                time.sleep(_POLL_S)
+            else:
+                select.select([pidfd], [], [], _POLL_S)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _stop(pid: int) -> None:
@@ -195,26 +350,21 @@ def _stop(pid: int) -> None:
         pass
 
 
-def _replay(name: str, ctx: DiffContext, status: int) -> Iterator[Finding]:
-    finished = False
-    with open(name, "rb") as source:
-        while True:
-            try:
-                kind, payload = pickle.load(source)
-            except EOFError:
-                break
-            if kind == "findings":
-                yield from payload
-            elif kind == "error":
-                raise payload
-            elif kind == "done":
-                coverage, groups, invalid = payload
-                merge_coverage(ctx.coverage, coverage)
-                ctx.groups_seen |= groups
-                ctx.kv_invalid_groups |= invalid
-                finished = True
-    if not finished:
+def _take_in(folder: str, ctx: DiffContext, status: int) -> None:
+    """Merge the child's coverage and groups into `ctx`, or raise what stopped the child."""
+    try:
+        with open(os.path.join(folder, "child.pickle"), "rb") as source:
+            kind, payload = pickle.load(source)
+    except (OSError, EOFError, pickle.UnpicklingError):
+        kind, payload = "lost", None
+    if kind == "error":
+        raise payload
+    if kind != "done":
         raise Kv2d1Error(
-            f"the worker process verifying the second half of the window stopped "
-            f"(exit status {status}) before finishing; run again, or set {WORKERS_ENV}=1"
+            f"the worker process verifying part of the window stopped (exit status {status}) "
+            f"before finishing; run again, or set {WORKERS_ENV}=1"
         )
+    coverage, groups, invalid = payload
+    merge_coverage(ctx.coverage, coverage)
+    ctx.groups_seen |= groups
+    ctx.kv_invalid_groups |= invalid

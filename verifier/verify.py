@@ -12,17 +12,18 @@ import pickle
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verifier.calendar import expected_jobs, today_et
+from verifier import parallel
+from verifier.calendar import expected_jobs, load_calendar, today_et, warm_calendar
 from verifier.d1 import iter_d1_jobs, missing_plan_tables
 from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, schedule_gaps
 from verifier.errors import D1SchemaError
 from verifier.model import Coverage, Finding, JobKey, KeyInfo, KvRecord, Window
 from verifier.normalise import InvalidPayload, normalise_entry
-from verifier.parallel import can_fork, halves, run_in_two, split_date
+from verifier.parallel import Plan, Work, can_fork, cut, run_in_two, split_dates
 from verifier.profile import KeyMatch, Profile
 from verifier.sources import CountingKvSource, D1Source, KvSource
 
@@ -35,6 +36,18 @@ Progress = Callable[[str, int], None]
 Report = Callable[[int], None]
 
 SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
+
+
+def _preload(calendar: str) -> None:
+    """What a run's first use would load (holiday rules, DeepDiff to explain a mismatch): in
+    the forked child while its parent lists the keys."""
+    load_calendar(calendar)
+    import deepdiff  # noqa: F401
+
+
+def _worth_two(kv: KvSource) -> bool:
+    """Whether the namespace may hold enough keys to share out (counted, not listed)."""
+    return isinstance(kv, CountingKvSource) and kv.count_keys() >= parallel.PARALLEL_MIN_KEYS
 
 
 def _count(record: KvRecord, cov: Coverage) -> None:
@@ -134,14 +147,11 @@ class Verification:
         self._check_schema()
         ctx = DiffContext(self.now, self.coverage, ttl_of=self._ttls())
         report = self._report()
-        if not can_fork(self.kv, self.d1, self.workers):
-            yield from self._part(self.window, ctx, self.kv, self.d1, report, listing=True)
+        if can_fork(self.kv, self.d1, self.workers) and _worth_two(self.kv):
+            yield from self._in_two(ctx, report)
         else:
-            split = split_date(self._scan(ctx))
-            if split is None:
-                yield from self._part(self.window, ctx, self.kv, self.d1, report, listing=False)
-            else:
-                yield from self._in_two(ctx, split, report)
+            pairs = self._matches(self.kv, self.window, ctx)
+            yield from self._part(self.window, ctx, self.kv, self.d1, report, pairs)
         yield from self._schedule_gaps(ctx)
 
     def _report(self, others: Callable[[], int] = lambda: 0) -> Report | None:
@@ -158,35 +168,52 @@ class Verification:
         kv: KvSource,
         d1: D1Source,
         report: Report | None,
-        *,
-        listing: bool,
+        pairs: Iterable[tuple[KeyInfo, KeyMatch]],
     ) -> Iterator[Finding]:
-        """Verify the dates of `window`: KV into the spool, then merge-joined with D1.
-
-        With `listing`, this pass counts the listed keys (coverage) and each job type's first
-        KV date; else `_scan` already did, over the whole window.
-        """
+        """Verify the dates of `window`: the KV keys of `pairs` into the spool, then merge-joined
+        with D1's rows of those dates."""
         spool = RecordSpool()
         try:
-            yield from self._load_kv(kv, window, spool, ctx, report, listing=listing)
+            yield from self._load_kv(kv, pairs, spool, ctx, report)
             d1_jobs = iter_d1_jobs(d1, window, per_chunk=self.d1_chunk)
             yield from diff_streams(spool, d1_jobs, ctx)
         finally:
             spool.close()
 
-    def _in_two(self, ctx: DiffContext, split: str, report: Report | None) -> Iterator[Finding]:
-        first, second = halves(self.window, split)
+    def _in_two(self, ctx: DiffContext, report: Report | None) -> Iterator[Finding]:
+        """Verify runs of dates in this process and a forked child, findings in order."""
 
-        def here(others: Callable[[], int]) -> Iterator[Finding]:
-            mine = self._report(others)  # our keys and the child's, as one count
-            return self._part(first, ctx, self.kv, self.d1, mine, listing=False)
+        def make_plan() -> Plan:
+            by_date = self._scan(ctx)
+            ends = split_dates(Counter({d: len(names) for d, names in by_date.items()}))
+            return Plan(cut(self.window, ends), by_date, dict(ctx.kv_first_date))
 
-        def child(report: Report) -> tuple[Iterator[Finding], DiffContext]:
-            own = DiffContext(self.now, Coverage(), kv_first_date=ctx.kv_first_date, ttl_of=ctx.ttl_of)
-            kv, d1 = self.kv.reopened(), self.d1.reopened()  # type: ignore[attr-defined]
-            return self._part(second, own, kv, d1, report, listing=False), own
+        def over(kv: KvSource, d1: D1Source, plan: Plan) -> Work:
+            def work(i: int, ctx: DiffContext, report: Report | None) -> Iterator[Finding]:
+                window = plan.runs[i]
+                pairs = self._rematch(plan.by_date, window)
+                return self._part(window, ctx, kv, d1, report, pairs)
 
-        yield from run_in_two(here, child, ctx, progress=report)
+            return work
+
+        def child(plan: Plan) -> tuple[Work, DiffContext]:
+            own = DiffContext(self.now, Coverage(), kv_first_date=plan.kv_first_date, ttl_of=ctx.ttl_of)
+            return over(self.kv.reopened(), self.d1.reopened(), plan), own  # type: ignore[attr-defined]
+
+        def here(plan: Plan) -> Work:
+            if plan.by_date:  # every year the schedule's gaps will look at, while the child works
+                first, today = min(plan.by_date), today_et(self.now)
+                warm_calendar(self.profile.calendar, min(first, self.window.since or first), today)
+            return over(self.kv, self.d1, plan)
+
+        yield from run_in_two(
+            make_plan,
+            here,
+            child,
+            ctx,
+            prepare=lambda: _preload(self.profile.calendar),
+            progress=report,
+        )
 
     def _check_schema(self) -> None:
         missing = missing_plan_tables(self.d1)
@@ -199,46 +226,55 @@ class Verification:
     def _ttls(self) -> dict[str, int]:
         return {jt: self.profile.ttl_for(jt) for jt in self.profile.schedule}
 
-    def _scan(self, ctx: DiffContext) -> Counter[str]:
-        """List once, counting keys (coverage) and each job type's first KV date; the number
-        of matched keys per date in the window, to split the work by."""
-        dates: Counter[str] = Counter()
-        for _, match in self._matches(self.kv, self.window, ctx, listing=True):
-            dates[match.date] += 1
-        return dates
+    def _scan(self, ctx: DiffContext) -> dict[str, list[str]]:
+        """List once, counting keys (coverage) and each job type's first KV date; the matched
+        key names of the window by date, to split the work by (names only: ~80 bytes a key)."""
+        by_date: dict[str, list[str]] = {}
+        for info, match in self._matches(self.kv, self.window, ctx):
+            by_date.setdefault(match.date, []).append(info.name)
+        return by_date
+
+    def _rematch(
+        self, by_date: dict[str, list[str]], window: Window
+    ) -> Iterator[tuple[KeyInfo, KeyMatch]]:
+        """The scanned keys of the dates in `window` with their matches again (fetching needs
+        only the name; the listing's expiration and metadata come back with the value)."""
+        for date in sorted(d for d in by_date if window.contains(d)):
+            for name in by_date[date]:
+                match = self.profile.match(name)
+                if match is not None:
+                    yield KeyInfo(name), match
 
     def _matches(
-        self, kv: KvSource, window: Window, ctx: DiffContext, *, listing: bool
+        self, kv: KvSource, window: Window, ctx: DiffContext
     ) -> Iterator[tuple[KeyInfo, KeyMatch]]:
         """The listed keys a pattern maps to a job in `window`.
 
-        With `listing`, the listed, skipped and out-of-window keys are counted and each job
-        type's first KV date is noted (orphans before it are not flagged).
+        The listed, skipped and out-of-window keys are counted, and each job type's first KV
+        date is noted (orphans before it are not flagged).
         """
         cov = ctx.coverage
-        for info in self._candidates(kv, cov if listing else Coverage()):
+        for info in self._candidates(kv, cov):
             match = self.profile.match(info.name)
             if match is None:
-                cov.keys_skipped_by_pattern += listing
+                cov.keys_skipped_by_pattern += 1
             elif not window.contains(match.date):
-                cov.keys_outside_window += listing
+                cov.keys_outside_window += 1
             else:
-                if listing and match.date < ctx.kv_first_date.get(match.job_type, "9999"):
+                if match.date < ctx.kv_first_date.get(match.job_type, "9999"):
                     ctx.kv_first_date[match.job_type] = match.date
                 yield info, match
 
     def _load_kv(
         self,
         kv: KvSource,
-        window: Window,
+        pairs: Iterable[tuple[KeyInfo, KeyMatch]],
         spool: RecordSpool,
         ctx: DiffContext,
         report: Report | None,
-        *,
-        listing: bool,
     ) -> Iterator[Finding]:
         batch: list[tuple[KeyInfo, KeyMatch]] = []
-        for pair in self._matches(kv, window, ctx, listing=listing):
+        for pair in pairs:
             batch.append(pair)
             if len(batch) >= FETCH_BATCH:
                 yield from self._fetch(kv, batch, spool, ctx, report)

@@ -85,18 +85,26 @@ def test_a_snapshot_splits_the_same_way(world, tmp_path: Path) -> None:  # type:
     assert in_group_order(got) == in_group_order(expected)
 
 
-def test_the_split_is_where_half_the_keys_are_reached() -> None:
+def test_runs_hold_about_equal_numbers_of_keys_and_whole_dates() -> None:
     dates = Counter({"2026-01-01": 3, "2026-01-02": 3, "2026-01-03": 4})
-    assert parallel.split_date(dates, minimum=1) == "2026-01-02"
-    assert parallel.split_date(Counter({"2026-01-01": 9, "2026-01-02": 1}), minimum=1) == "2026-01-01"
-    assert parallel.split_date(Counter({"2026-01-01": 10}), minimum=1) is None
-    assert parallel.split_date(dates, minimum=11) is None
+    assert parallel.split_dates(dates, minimum=1, chunks=2) == ["2026-01-02"]
+    assert parallel.split_dates(dates, minimum=1, chunks=3) == ["2026-01-02"]  # 6 keys, then 4
+    assert parallel.split_dates(dates, minimum=1, chunks=100) == ["2026-01-01", "2026-01-02"]
+    assert parallel.split_dates(Counter({"2026-01-01": 9, "2026-01-02": 1}), minimum=1) == ["2026-01-01"]
+    assert parallel.split_dates(Counter({"2026-01-01": 10}), minimum=1) == []
+    assert parallel.split_dates(dates, minimum=11) == []
+    many = Counter({f"2026-{m:02d}-{d:02d}": 1 + (d % 3) for m in range(1, 13) for d in range(1, 29)})
+    ends = parallel.split_dates(many, minimum=1, chunks=16)
+    assert len(ends) == 15 and ends == sorted(ends)
 
 
-def test_the_halves_hold_every_date_once_even_malformed_ones() -> None:
-    first, second = parallel.halves(Window(None, None), "2026-01-02")
-    for date in ["", "2026-01-01", "2026-01-02", "2026-01-02 ", "2026-01-02x", "2026-01-03", "9"]:
-        assert first.contains(date) != second.contains(date), date
+def test_the_runs_hold_every_date_once_even_malformed_ones() -> None:
+    runs = parallel.cut(Window(None, None), ["2026-01-02", "2026-01-05"])
+    for date in ["", "2026-01-01", "2026-01-02", "2026-01-02 ", "2026-01-02x", "2026-01-03",
+                 "2026-01-05", "2026-01-06", "9"]:
+        assert sum(run.contains(date) for run in runs) == 1, date
+    bounded = parallel.cut(Window("2026-01-01", "2026-01-31"), ["2026-01-10"])
+    assert bounded[0].since == "2026-01-01" and bounded[-1].until == "2026-01-31"
 
 
 def test_an_error_in_the_second_half_is_raised_as_it_was(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -117,14 +125,15 @@ def test_an_error_in_the_second_half_is_raised_as_it_was(world, tmp_path: Path) 
 
 
 def test_stopping_early_stops_the_child_and_leaves_no_file(world) -> None:  # type: ignore[no-untyped-def]
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "kv2d1-half-*")))
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "kv2d1-runs-*")))
     children = _children()
     stream: Iterator[Finding] = run(*sources(world), world[0].window, 2).findings()
     next(stream)
-    assert len(_children() - children) == 1  # the child verifying the second half
+    ours = _children() - children
+    assert len(ours) == 1  # the child sharing the runs
     stream.close()  # type: ignore[attr-defined]
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "kv2d1-half-*"))) == before
-    assert _children() == children  # stopped and reaped: no zombie left behind
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "kv2d1-runs-*"))) == before
+    assert not ours & _children()  # stopped and reaped: no zombie left behind
 
 
 def _children() -> set[int]:
@@ -177,5 +186,5 @@ class _DyingD1(LocalD1):
 def test_a_killed_child_is_a_clear_error_not_a_partial_result(world) -> None:  # type: ignore[no-untyped-def]
     kv, _ = sources(world)
     d1 = _DyingD1(world[1].d1_path)
-    with pytest.raises(Kv2d1Error, match=r"second half .* stopped \(exit status -9\) before finishing"):
+    with pytest.raises(Kv2d1Error, match=r"part of the window stopped \(exit status -9\) before finishing"):
         findings_of(run(kv, d1, world[0].window, 2))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import sqlite3
 import time
@@ -265,6 +266,7 @@ class LocalKv:
         self.v3_dir = v3_dir
         self.sqlite_path = kv_sqlite_path(v3_dir, namespace_id)
         self.blob_dir = kv_blob_dir(v3_dir, namespace_id)
+        self._blob_root = str(self.blob_dir)
         self._now = now_ms
         self._page_size = page_size
         _require_kv_file(v3_dir, namespace_id, self.sqlite_path)
@@ -360,9 +362,10 @@ class LocalKv:
                 f"KV key {key!r} in {self.sqlite_path} names an invalid blob id {blob_id!r}; "
                 "re-put the key with wrangler to repair it"
             )
-        path = self.blob_dir / blob_id
+        path = os.path.join(self._blob_root, blob_id)  # plain strings: pathlib costs ~5 µs a key
         try:
-            return path.read_bytes()
+            with open(path, "rb") as blob:
+                return blob.read()
         except FileNotFoundError as exc:
             raise SourceError(
                 f"KV key {key!r} points at value file {path}, which is missing; the local "

@@ -13,8 +13,9 @@ all of KV, come out with their run. What the processes must agree on (each job t
 date, the profile, the clock) is settled before the fork.
 
 Only sources that can be opened again in the child (local state, snapshots: `reopened()`) run in
-two processes, on Linux with two or more cores, for windows of `PARALLEL_MIN_KEYS` or more
-matched keys. `KV2D1_WORKERS=1` keeps a run in one process.
+two processes, on Linux with two or more cores, for namespaces of `PARALLEL_MIN_LISTED` or more
+keys and windows of `PARALLEL_MIN_KEYS` or more matched keys. `KV2D1_WORKERS=1` keeps a run in
+one process.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from verifier.diff import DiffContext
 from verifier.errors import Kv2d1Error
 from verifier.model import Coverage, Finding, Window
 
-PARALLEL_MIN_KEYS = 2000  # below this, a fork costs more than it saves
+PARALLEL_MIN_KEYS = 2000  # matched keys: below this, a fork costs more than it saves
+PARALLEL_MIN_LISTED = 20_000  # listed keys before the child is forked (it loads while we list)
 WORKERS_ENV = "KV2D1_WORKERS"
 _BATCH = 256
 _POLL_S = 0.1

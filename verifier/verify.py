@@ -47,7 +47,7 @@ def _preload(calendar: str) -> None:
 
 def _worth_two(kv: KvSource) -> bool:
     """Whether the namespace may hold enough keys to share out (counted, not listed)."""
-    return isinstance(kv, CountingKvSource) and kv.count_keys() >= parallel.PARALLEL_MIN_KEYS
+    return isinstance(kv, CountingKvSource) and kv.count_keys() >= parallel.PARALLEL_MIN_LISTED
 
 
 def _count(record: KvRecord, cov: Coverage) -> None:

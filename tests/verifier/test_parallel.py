@@ -58,6 +58,7 @@ def in_group_order(findings: list[Finding]) -> list[str]:
 @pytest.fixture(autouse=True)
 def split_small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "PARALLEL_MIN_KEYS", 2)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_LISTED", 2)
 
 
 @pytest.mark.parametrize("window", [None, Window("2026-10-20", "2026-11-20")])

@@ -362,10 +362,9 @@ class LocalKv:
                 f"KV key {key!r} in {self.sqlite_path} names an invalid blob id {blob_id!r}; "
                 "re-put the key with wrangler to repair it"
             )
-        path = os.path.join(self._blob_root, blob_id)  # plain strings: pathlib costs ~5 µs a key
+        path = os.path.join(self._blob_root, blob_id)  # plain strings and fds: ~5 µs less a key
         try:
-            with open(path, "rb") as blob:
-                return blob.read()
+            return _read_file(path)
         except FileNotFoundError as exc:
             raise SourceError(
                 f"KV key {key!r} points at value file {path}, which is missing; the local "
@@ -375,6 +374,22 @@ class LocalKv:
             raise SourceError(
                 f"cannot read the value of KV key {key!r} from {path}: {exc.strerror}"
             ) from exc
+
+
+def _read_file(path: str) -> bytes:
+    """A whole file's bytes, without the file objects `open()` builds."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size) if size else b""
+        if len(data) < size:  # a short read (a file being rewritten): read on to the end
+            rest = [data]
+            while chunk := os.read(fd, 1 << 16):
+                rest.append(chunk)
+            data = b"".join(rest)
+        return data
+    finally:
+        os.close(fd)
 
 
 def _require_kv_file(v3_dir: Path, namespace_id: str, sqlite_path: Path) -> None:

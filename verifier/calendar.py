@@ -71,12 +71,6 @@ def _holidays_of(calendar: str, year: int) -> frozenset[dt.date]:
     return frozenset(holidays.financial_holidays(calendar, years=[year]).keys())
 
 
-def load_calendar(calendar: str) -> None:
-    """Load the holiday rules now (the first use imports every market's: ~50 ms), e.g. in a
-    forked process while its parent lists keys."""
-    _holidays_of(calendar, dt.date.today().year)
-
-
 def warm_calendar(calendar: str, since: str, until: str) -> None:
     """Load the holidays of the years from `since` to `until` (dates) now."""
     if is_date(since) and is_date(until):

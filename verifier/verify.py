@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifier import parallel
-from verifier.calendar import expected_jobs, load_calendar, today_et, warm_calendar
+from verifier.calendar import expected_jobs, today_et, warm_calendar
 from verifier.d1 import iter_d1_jobs, missing_plan_tables
 from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, schedule_gaps
 from verifier.errors import D1SchemaError
@@ -38,10 +38,10 @@ Report = Callable[[int], None]
 SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
 
 
-def _preload(calendar: str) -> None:
-    """What a run's first use would load (holiday rules, DeepDiff to explain a mismatch): in
-    the forked child while its parent lists the keys."""
-    load_calendar(calendar)
+def _preload() -> None:
+    """What a run's first use would load (DeepDiff, to explain a mismatch): in the forked child
+    while its parent lists the keys. (The holiday calendar only serves the schedule's gaps,
+    which the parent finds.)"""
     import deepdiff  # noqa: F401
 
 
@@ -211,7 +211,7 @@ class Verification:
             here,
             child,
             ctx,
-            prepare=lambda: _preload(self.profile.calendar),
+            prepare=_preload,
             progress=report,
         )
 

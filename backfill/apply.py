@@ -1,18 +1,21 @@
 """Applying a backfill plan to a `D1Source`: many jobs per request, a run ledger, resume, revert.
 
-Jobs go to D1 in batches (`backfill.packing`): one `execute_batch` per batch, that is one request
-and one transaction, its rows packed into multi-row guarded inserts as full as D1's limits allow.
-Per batch: one read of the max ids, the batch's `job` lines (fsync'd), the request, one lookup
-of the rows it inserted (`backfill.lookup`), then a `done` line per job.
+Jobs go to D1 in batches (`backfill.packing`): one `execute_batch_rows` per batch, that is one
+request and one transaction, its rows packed into multi-row guarded inserts as full as D1's
+limits allow. Per batch: the batch's `job` lines (fsync'd), the request, then a `done` line per
+job. The request reads too, inside its transaction: the max ids first, then the inserts, then the
+lookup of the rows they inserted (`backfill.lookup`), then the max ids again; those last are the
+ids the next batch's `job` lines announce (a run reads the max ids on its own once, at the start).
 
 The run ledger is `backfill.ledger`, finding rows again (and reconciling a killed run)
 `backfill.lookup`, reverting a run `backfill.revert`. Their public names are re-exported here.
 
 Test-only hooks, read from the environment:
 
-- `KV2D1_KILL_AFTER_STATEMENTS=N`: the process SIGKILLs itself once N statements have been
-  handed to `execute_batch` (counted across batches, inside or between transactions; 0: before
-  the first), so the kill-and-resume test can interrupt a run at any chosen point;
+- `KV2D1_KILL_AFTER_STATEMENTS=N`: the process SIGKILLs itself once N insert statements have
+  been handed to the source (counted across batches, inside or between transactions; 0: before
+  the first; a batch's reads are not counted), so the kill-and-resume test can interrupt a run
+  at any chosen point;
 - `KV2D1_BATCH_ROWS=N`: at most N rows per batch, so that a small run spans several batches.
 """
 
@@ -21,8 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
@@ -39,13 +41,17 @@ from backfill.ledger import (
     utc_now,
 )
 from backfill.lookup import (
+    MAX_IDS_SQL,
     RECONCILE_AFTER,
     RECONCILE_BEFORE,
     AnnouncedJob,
     find_inserted,
+    ids_of,
+    lookup_statement,
     reconcile,
     reconcile_job,
     recover_unfinished,
+    rows_inserted,
 )
 from backfill.packing import BatchLimits, iter_batches, pack_jobs
 from backfill.plan import JobPlan, RowCounts
@@ -58,7 +64,6 @@ from backfill.revert import (
     plan_revert,
     run_rows,
 )
-from verifier.model import Table
 from verifier.sources import D1Source
 
 __all__ = [
@@ -85,7 +90,7 @@ __all__ = [
     "batch_limits_from_env",
     "blocked_message",
     "check_writable",
-    "execute",
+    "execute_between_reads",
     "find_inserted",
     "find_unfinished",
     "job_event",
@@ -110,7 +115,8 @@ Progress = Callable[[str, int], None]
 
 @dataclass
 class StatementCounter:
-    """Counts statements handed to `execute_batch`; with `kill_after`, the test-only kill hook."""
+    """Counts insert statements handed to the source; with `kill_after`, the test-only kill
+    hook."""
 
     kill_after: int | None = None
     sent: int = 0
@@ -133,11 +139,18 @@ class StatementCounter:
 
 
 class _CountedBatch(Sequence[tuple[str, Sequence[Any]]]):
-    """A batch that counts each statement as the source takes it (and may die, for tests)."""
+    """A batch that counts each statement in `counted` (by index; default all) as the source
+    takes it (and may die, for tests)."""
 
-    def __init__(self, items: list[tuple[str, Sequence[Any]]], counter: StatementCounter) -> None:
+    def __init__(
+        self,
+        items: list[tuple[str, Sequence[Any]]],
+        counter: StatementCounter,
+        counted: range | None = None,
+    ) -> None:
         self._items = items
         self._counter = counter
+        self._counted = range(len(items)) if counted is None else counted
 
     def __len__(self) -> int:
         return len(self._items)
@@ -151,17 +164,28 @@ class _CountedBatch(Sequence[tuple[str, Sequence[Any]]]):
         return self._items[index]
 
     def __iter__(self) -> Iterator[tuple[str, Sequence[Any]]]:
-        for item in self._items:
-            self._counter.before_send()
+        for index, item in enumerate(self._items):
+            if index in self._counted:
+                self._counter.before_send()
             yield item
 
 
-def execute(
-    d1: D1Source, statements: list[tuple[str, Sequence[Any]]], counter: StatementCounter
-) -> list[int]:
-    changes = d1.execute_batch(_CountedBatch(statements, counter))
+def execute_between_reads(
+    d1: D1Source,
+    before: tuple[str, Sequence[Any]],
+    statements: list[tuple[str, Sequence[Any]]],
+    after: list[tuple[str, Sequence[Any]]],
+    counter: StatementCounter,
+) -> tuple[list[tuple[Any, ...]], list[int], list[list[tuple[Any, ...]]]]:
+    """`statements` in one transaction, `before` read first and `after` last (not counted):
+    the rows of `before`, the changes of `statements`, the rows of each of `after`."""
+    items = [before, *statements, *after]
+    results = d1.execute_batch_rows(
+        _CountedBatch(items, counter, range(1, 1 + len(statements)))
+    )
     counter.after_batch()
-    return changes
+    end = 1 + len(statements)
+    return results[0][1], [n for n, _ in results[1:end]], [rows for _, rows in results[end:]]
 
 
 def check_writable(d1: D1Source) -> None:
@@ -198,10 +222,8 @@ class ApplyResult:
 
 
 def max_ids(d1: D1Source) -> dict[str, int]:
-    tables = [t.value for t in Table]
-    sql = "SELECT " + ", ".join(f"(SELECT coalesce(max(id), 0) FROM {t})" for t in tables)
-    rows = list(d1.query(sql))  # read to the end: an open cursor would hold a read lock
-    return {t: int(v or 0) for t, v in zip(tables, rows[0] if rows else (0, 0, 0), strict=True)}
+    """The max id of each table, read on its own (one request)."""
+    return ids_of(list(d1.query(MAX_IDS_SQL)))  # to the end: an open cursor holds a read lock
 
 
 def job_event(
@@ -221,6 +243,7 @@ def job_event(
 class BatchResult:
     rows: list[list[InsertedRow]]  # per job, in the batch's order
     statements: int
+    max_ids: dict[str, int]  # when the batch committed: what the next batch announces
 
 
 def announce(
@@ -242,20 +265,25 @@ def apply_batch(
     ledger: Ledger,
     counter: StatementCounter,
     limits: BatchLimits | None = None,
+    ids: Mapping[str, int] | None = None,
 ) -> BatchResult:
-    """Jobs in one request (one transaction), announced in the ledger before, recorded after."""
+    """Jobs in one request (one transaction), announced in the ledger before, recorded after.
+
+    `ids` are the max ids to announce, read before the batch (by default, now, on their own);
+    the batch reads them again in its transaction, and only that read decides its rows.
+    """
     statements = pack_jobs(jobs, (limits or BatchLimits()).statement)
-    events = announce(ledger, jobs, max_ids(d1), len(statements))
-    changes = execute(d1, [(s.statement.sql, s.statement.params) for s in statements], counter)
-    inserted: Counter[str] = Counter()
-    for packed, n in zip(statements, changes, strict=True):
-        inserted[packed.table] += n
+    events = announce(ledger, jobs, max_ids(d1) if ids is None else dict(ids), len(statements))
     announced = [AnnouncedJob.of(e) for e in events]
-    found = find_inserted(d1, announced, ledger.run_id, inserted=inserted)
+    before, _, (lookup, after) = execute_between_reads(
+        d1, (MAX_IDS_SQL, ()), [(s.statement.sql, s.statement.params) for s in statements],
+        [lookup_statement(announced, ledger.run_id), (MAX_IDS_SQL, ())], counter,
+    )
+    found = rows_inserted(announced, lookup, ids_of(before))
     done = [{"event": "done", "seq": j.seq, "rows": [r.to_json() for r in found[j.seq]]}
             for j in announced]
     ledger.append_many(done)
-    return BatchResult([found[j.seq] for j in announced], len(statements))
+    return BatchResult([found[j.seq] for j in announced], len(statements), ids_of(after))
 
 
 def apply_plans(
@@ -271,8 +299,10 @@ def apply_plans(
     limits = limits or batch_limits_from_env()
     result = ApplyResult()
     started = time.perf_counter()
+    ids: dict[str, int] | None = None  # read when the first batch is ready
     for jobs in iter_batches(plans, limits):
-        batch = apply_batch(d1, jobs, ledger=ledger, counter=counter, limits=limits)
+        batch = apply_batch(d1, jobs, ledger=ledger, counter=counter, limits=limits, ids=ids)
+        ids = batch.max_ids
         for plan, rows in zip(jobs, batch.rows, strict=True):
             for row in rows:
                 result.inserted.add(row.table, plan.job_type)

@@ -1,6 +1,6 @@
-"""Finding the rows a batch inserted, with their ids: after its commit, or after a kill.
+"""Finding the rows a batch inserted, with their ids: inside its own transaction, or after a kill.
 
-One query per batch reads, above the max ids taken before the batch ran:
+One query per batch reads, above the max ids announced in its `job` lines:
 
 - the executions whose `metadata` names the run (`Provenance.marker`), with the KV key each
   was made from (so each goes to its own job);
@@ -11,19 +11,23 @@ Each row goes to the first job of the batch that planned its natural key, and on
 row per key counts (a guarded insert adds a key only when it is absent): two jobs of a batch
 never claim one row, and a job whose insert found its key taken claims nothing.
 
-A child under an execution the batch inserted is the run's. A child added to an execution D1
-already had might be a concurrent writer's. After a commit, the batch's statements tell how many
-rows each table gained, and the batch's rows have consecutive ids above any row another writer
-added before it: of more such children than that, the ones with the highest ids are the run's.
-After a kill the count is unknown, so a `created_at` close to the `job` line's time
-(`RECONCILE_BEFORE`, `RECONCILE_AFTER`) stands in for it.
+A batch runs the query as its last statement, after its inserts and in their transaction, and
+reads the max ids as its first (`MAX_IDS_SQL`): D1 has a single writer, so a row above those
+ids was inserted by the batch, and a latest record's parent is the one its inserts found
+(`rows_inserted`; no other writer's row can get in).
+
+After a kill the batch's own reads are lost; the query runs on its own (`find_inserted`) above
+the announced max ids, which may be lower than the ids before the batch. A child under an
+execution the run inserted is the run's; a child added to an execution D1 already had might be
+a concurrent writer's, so only one with a `created_at` close to the `job` line's time
+(`RECONCILE_BEFORE`, `RECONCILE_AFTER`) counts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +104,35 @@ class _Found:
     children: dict[tuple[str, int, str], tuple[int, str | None]] = field(default_factory=dict)
 
 
-def _lookup(d1: D1Source, keys: list[ExecutionKey], ids: Mapping[str, int], marker: str) -> _Found:
+MAX_IDS_SQL = "SELECT " + ", ".join(
+    f"(SELECT coalesce(max(id), 0) FROM {t.value})" for t in Table
+)
+
+
+def ids_of(rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """The max id per table, from the rows `MAX_IDS_SQL` read."""
+    values = rows[0] if rows else (0,) * len(Table)
+    return {t.value: int(v or 0) for t, v in zip(Table, values, strict=True)}
+
+
+def _parent_keys(jobs: Sequence[AnnouncedJob]) -> list[ExecutionKey]:
+    """The executions the jobs' children go under, each once (the lookup's `json_each` list)."""
+    return list(dict.fromkeys(j.execution for j in jobs if any(w[2] is not None for w in j.rows)))
+
+
+def lookup_statement(jobs: Sequence[AnnouncedJob], run_id: str) -> tuple[str, tuple[Any, ...]]:
+    """The lookup of one batch's rows, above the max ids its `job` lines announce (5 params)."""
+    keys = _parent_keys(jobs)
     key_json = json.dumps([[k.job_type, k.execution_date, k.run_time] for k in keys])
-    params = (key_json, ids[Table.JOB_EXECUTIONS], marker, *(ids[t] for t in CHILD_TABLES))
+    ids = jobs[0].max_ids
+    marker = Provenance(run_id).marker
+    return LOOKUP_SQL, (key_json, ids[Table.JOB_EXECUTIONS], marker, *(ids[t] for t in CHILD_TABLES))
+
+
+def _index(rows: Iterable[Sequence[Any]]) -> _Found:
+    """What the lookup read, indexed for claiming."""
     found = _Found()
-    for part, a, b, c, d in sorted(d1.query(LOOKUP_SQL, params), key=lambda r: (r[0], r[1])):
+    for part, a, b, c, d in sorted(rows, key=lambda r: (r[0], r[1])):
         if part == "parent":
             if b is not None:
                 found.parents[int(a)] = int(b)
@@ -115,24 +143,51 @@ def _lookup(d1: D1Source, keys: list[ExecutionKey], ids: Mapping[str, int], mark
     return found
 
 
+def rows_inserted(
+    jobs: Sequence[AnnouncedJob],
+    lookup_rows: Iterable[Sequence[Any]],
+    above: Mapping[str, int],
+) -> dict[int, list[InsertedRow]]:
+    """The rows each job of one batch inserted, by job seq, from the rows the batch's
+    `lookup_statement` read in its own transaction and the max ids (`above`) its first
+    statement read there.
+
+    A row above `above` is the batch's. Below it (and above the announced ids) only the run's
+    own executions and their children are kept: an earlier attempt of a retried batch may
+    have inserted them; any other row there is another writer's.
+    """
+    rows = list(lookup_rows)
+    runs = {int(r[1]) for r in rows if r[0] == Table.JOB_EXECUTIONS}
+    kept = [r for r in rows if r[0] in ("parent", Table.JOB_EXECUTIONS)
+            or int(r[1]) > above[str(r[0])] or int(r[2]) in runs]
+    return _claim_all(jobs, _index(kept), after_kill=False)
+
+
 def find_inserted(
     d1: D1Source,
     jobs: Sequence[AnnouncedJob],
     run_id: str,
     *,
-    inserted: Mapping[str, int] | None = None,
     claimed: frozenset[tuple[str, int]] = frozenset(),
 ) -> dict[int, list[InsertedRow]]:
-    """The rows each job of one batch inserted, by job seq (see the module docstring).
+    """The rows each job of one killed batch inserted, by job seq (see the module docstring).
 
-    `inserted` is the rows per table the batch's statements reported (None after a kill);
     `claimed` holds rows the ledger already gives to other jobs.
     """
     if not jobs:
         return {}
-    keys = list(dict.fromkeys(j.execution for j in jobs if any(w[2] is not None for w in j.rows)))
-    found = _lookup(d1, keys, jobs[0].max_ids, Provenance(run_id).marker)
-    parent_of = {key: found.parents.get(index) for index, key in enumerate(keys)}
+    found = _index(d1.query(*lookup_statement(jobs, run_id)))
+    return _claim_all(jobs, found, claimed=claimed, after_kill=True)
+
+
+def _claim_all(
+    jobs: Sequence[AnnouncedJob],
+    found: _Found,
+    *,
+    claimed: frozenset[tuple[str, int]] = frozenset(),
+    after_kill: bool,
+) -> dict[int, list[InsertedRow]]:
+    parent_of = {key: found.parents.get(i) for i, key in enumerate(_parent_keys(jobs))}
     batch_executions = set(found.executions.values())
     taken = set(claimed)
     result: dict[int, list[InsertedRow]] = {}
@@ -140,12 +195,10 @@ def find_inserted(
         result[job.seq] = rows = []
         for table, natural_key, key in job.rows:
             row = _claim(found, job, parent_of.get(job.execution), (table, natural_key, key),
-                         batch_executions, after_kill=inserted is None)
+                         batch_executions, after_kill=after_kill)
             if row is not None and (row.table, row.rowid) not in taken:
                 taken.add((row.table, row.rowid))
                 rows.append(row)
-    if inserted is not None:
-        _keep_counted(result, inserted)
     return result
 
 
@@ -173,19 +226,6 @@ def _claim(
 
 def _created_within(created_at: str | None, window: tuple[str, str]) -> bool:
     return created_at is not None and window[0] <= created_at <= window[1]
-
-
-def _keep_counted(result: dict[int, list[InsertedRow]], inserted: Mapping[str, int]) -> None:
-    """Of children claimed under executions D1 had, keep per table as many as the batch
-    inserted there (less those under its own executions), the highest ids."""
-    for table in CHILD_TABLES:
-        rows = [r for found in result.values() for r in found if r.table == table]
-        existing = sorted((r for r in rows if r.parent == "existing"), key=lambda r: r.rowid)
-        ours = max(inserted.get(table, 0) - (len(rows) - len(existing)), 0)
-        dropped = {(r.table, r.rowid) for r in existing[: max(len(existing) - ours, 0)]}
-        if dropped:
-            for seq, found in result.items():
-                result[seq] = [r for r in found if (r.table, r.rowid) not in dropped]
 
 
 # --- after a kill ----------------------------------------------------------------------------

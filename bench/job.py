@@ -168,6 +168,22 @@ class CountingD1:
     def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         items = list(statements)
         changes = self.inner.execute_batch(statements)
+        self._count(items, changes)
+        return changes
+
+    def execute_batch_rows(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[tuple[int, list[tuple[Any, ...]]]]:
+        """Passed through; counted as `execute_batch`, the batch's reads (SELECTs) left out, so
+        the packing figures stay those of the inserts."""
+        items = list(statements)
+        results = self.inner.execute_batch_rows(statements)
+        writes = [(item, n) for item, (n, _) in zip(items, results, strict=False)
+                  if not _is_read(item[0])]
+        self._count([item for item, _ in writes], [n for _, n in writes])
+        return results
+
+    def _count(self, items: list[tuple[str, Sequence[Any]]], changes: list[int]) -> None:
         if not any(sql.rstrip().endswith("WHERE 0") for sql, _ in items):
             self.batches += 1
             self.statements += len(items)
@@ -177,7 +193,10 @@ class CountingD1:
                 self.rows_per_statement.append(_values_tuples(sql))
                 self.tables.append(sql.split()[2] if sql.upper().startswith("INSERT") else "?")
                 self.rows_inserted += n
-        return changes
+
+
+def _is_read(sql: str) -> bool:
+    return sql.lstrip().upper().startswith(("SELECT", "WITH"))
 
 
 def _values_tuples(sql: str) -> int:

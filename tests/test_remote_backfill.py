@@ -11,13 +11,15 @@ import datetime as dt
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backfill.apply import Ledger, StatementCounter, apply_plans
+from backfill.lookup import MAX_IDS_SQL
 from backfill.packing import BatchLimits
 from tests.backfill.test_packing import DDL, RUN, job, record
-from tests.cfserver import ACCOUNT, CloudflareStub, FaultPlan
+from tests.cfserver import ACCOUNT, CloudflareStub, FaultPlan, Reply, Request
 from tests.test_remote_e2e import (  # noqa: F401  (fixtures)
     NOW,
     TOKEN,
@@ -145,6 +147,14 @@ def test_a_remote_backfill_sends_one_request_per_batch_and_its_ledger_knows_ever
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KV2D1_BATCH_ROWS", "3")  # several batches from the world's few rows
+    raw_bodies: list[dict[str, Any]] = []
+    answer_raw = CloudflareStub.d1_raw
+
+    def recording_raw(stub: CloudflareStub, request: Request) -> Reply:
+        raw_bodies.append(request.json())
+        return answer_raw(stub, request)
+
+    monkeypatch.setattr(CloudflareStub, "d1_raw", recording_raw)
     db = world.stub.d1(world.copy.database_id)
     before = {t: db.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0] for t in TABLES}
     world.stub.log.clear()
@@ -158,7 +168,10 @@ def test_a_remote_backfill_sends_one_request_per_batch_and_its_ledger_knows_ever
     events = [json.loads(line) for line in path.read_text().splitlines()]
     batches = [e for e in events if e["event"] == "batch"]
     assert len(batches) > 2 and sum(b["rows"] for b in batches) == block["rows"]["planned"]["total"]
-    assert world.stub.counts()["d1_query"] == 1 + len(batches)  # the lock check, then one each
+    assert world.stub.counts()["d1_query"] == 1  # the lock check
+    # one /raw request per batch (its reads inside its transaction), and the max ids read once
+    assert sum("batch" in body for body in raw_bodies) == len(batches)
+    assert sum(body.get("sql") == MAX_IDS_SQL for body in raw_bodies) == 1
     added = {(t, i) for t in TABLES
              for (i,) in db.execute(f"SELECT id FROM {t} WHERE id > ?", (before[t],))}
     recorded = {(r["table"], r["rowid"]) for e in events if e["event"] == "done" for r in e["rows"]}
@@ -187,7 +200,7 @@ def test_packed_batches_keep_to_the_d1_limits_and_write_what_a_local_d1_writes(
         result = apply_plans(d1, plans, ledger=run, counter=StatementCounter(), limits=limits)
         assert result.inserted.total == sum(len(p.rows) for p in plans)
         assert result.statements < result.inserted.total / 8 and result.requests >= 4
-    assert cf_server.counts()["d1_query"] == result.requests
+    assert cf_server.counts() == {"d1_raw": 1 + result.requests}  # the max ids, then the batches
     assert table_contents(cf_server.d1(database)) == table_contents(sqlite3.connect(local_path))
 
 

@@ -178,7 +178,7 @@ def test_a_concurrent_writer_of_the_same_jobs_causes_no_duplicates(tmp_path: Pat
         time.sleep(0.001)
     assert ready.exists()  # the other writer is under way: the two runs overlap
     result = apply_plans(d1, ours, ledger=ledger_for(tmp_path, d1), counter=StatementCounter(),
-                         limits=BatchLimits(max_rows=50))  # short transactions, as the worker's
+                         limits=BatchLimits(max_rows=10))  # short transactions, as the worker's
     assert other.wait(60) == 0
     assert natural_key_duplicates(d1) == []
     assert counts(d1) == (150, 150 * 4, 0)

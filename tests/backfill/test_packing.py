@@ -341,6 +341,12 @@ class RacingD1:
         self.pending = []
         return self.inner.execute_batch(statements)
 
+    def execute_batch_rows(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[tuple[int, list[tuple[Any, ...]]]]:
+        self.execute_batch([])  # the other writer commits first
+        return self.inner.execute_batch_rows(statements)
+
 
 def test_rows_another_writer_adds_during_a_batch_are_not_recorded_as_the_runs(
     tmp_path: Path,

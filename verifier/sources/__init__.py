@@ -37,7 +37,7 @@ class CountingKvSource(KvSource, Protocol):
 
 
 class D1Source(Protocol):
-    """A D1 database; `query` reads, `execute_batch` writes atomically."""
+    """A D1 database; `query` reads, `execute_batch` (and `execute_batch_rows`) write atomically."""
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """The rows of one SELECT, as tuples in the order of its columns."""
@@ -45,6 +45,17 @@ class D1Source(Protocol):
 
     def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run statements as one transaction; return the number of rows each changed."""
+        ...
+
+    def execute_batch_rows(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[tuple[int, list[tuple[Any, ...]]]]:
+        """Run statements as one transaction; per statement, the rows it changed and the rows
+        it returned (a SELECT's, as tuples in the order of its columns; none for a write).
+
+        A SELECT in the batch reads inside the transaction: it sees the batch's earlier writes
+        and no other writer's.
+        """
         ...
 
     def describe(self) -> str:

@@ -471,23 +471,37 @@ class LocalD1:
 
         Returns the rows each statement changed. Any failure rolls the whole batch back.
         """
+        return [changes for changes, _ in self._run_batch(statements, fetch=False)]
+
+    def execute_batch_rows(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[tuple[int, list[tuple[Any, ...]]]]:
+        """As `execute_batch`, with the rows each statement returned (a SELECT's), read inside
+        the transaction."""
+        return self._run_batch(statements, fetch=True)
+
+    def _run_batch(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, fetch: bool
+    ) -> list[tuple[int, list[tuple[Any, ...]]]]:
         if self.readonly:
             raise BackfillError(
                 f"{self.describe()} was opened read-only; open it writable to backfill"
             )
         self._begin()
-        changes: list[int] = []
+        results: list[tuple[int, list[tuple[Any, ...]]]] = []
         try:
             for sql, params in statements:
-                changes.append(max(self._conn.execute(sql, tuple(params)).rowcount, 0))
+                cursor = self._conn.execute(sql, tuple(params))
+                rows = cursor.fetchall() if fetch else []
+                results.append((max(cursor.rowcount, 0), rows))
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise self._write_error(exc, len(changes) + 1) from exc
+            raise self._write_error(exc, len(results) + 1) from exc
         except BaseException:
             self._rollback()
             raise
-        return changes
+        return results
 
     def check_plan_schema(self) -> None:
         """Raise D1SchemaError unless the plan's three tables have every column kv2d1 reads."""

@@ -200,7 +200,15 @@ class SnapshotD1:
         return _read(self._conn, self.path, sql, params)
 
     def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        raise SnapshotError(
+        raise self._read_only()
+
+    def execute_batch_rows(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[tuple[int, list[tuple[Any, ...]]]]:
+        raise self._read_only()
+
+    def _read_only(self) -> SnapshotError:
+        return SnapshotError(
             f"snapshot {self.path} is read-only: write to the live database instead "
             "(--local or --remote, without --snapshot)"
         )

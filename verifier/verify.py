@@ -229,9 +229,18 @@ class Verification:
     def _scan(self, ctx: DiffContext) -> dict[str, list[str]]:
         """List once, counting keys (coverage) and each job type's first KV date; the matched
         key names of the window by date, to split the work by (names only: ~80 bytes a key)."""
+        kv = self.kv
+        assert isinstance(kv, CountingKvSource)  # `_worth_two` let us here
         by_date: dict[str, list[str]] = {}
-        for info, match in self._matches(self.kv, self.window, ctx):
-            by_date.setdefault(match.date, []).append(info.name)
+        considered = 0
+        for prefix in self.profile.listing_prefixes:
+            for name in kv.iter_key_names(prefix):
+                considered += 1
+                match = self._classify(name, self.window, ctx)
+                if match is not None:
+                    by_date.setdefault(match.date, []).append(name)
+        self._count_unlisted(kv, considered, ctx.coverage)
+        ctx.coverage.keys_listed += considered
         return by_date
 
     def _rematch(
@@ -248,22 +257,26 @@ class Verification:
     def _matches(
         self, kv: KvSource, window: Window, ctx: DiffContext
     ) -> Iterator[tuple[KeyInfo, KeyMatch]]:
-        """The listed keys a pattern maps to a job in `window`.
-
-        The listed, skipped and out-of-window keys are counted, and each job type's first KV
-        date is noted (orphans before it are not flagged).
-        """
-        cov = ctx.coverage
-        for info in self._candidates(kv, cov):
-            match = self.profile.match(info.name)
-            if match is None:
-                cov.keys_skipped_by_pattern += 1
-            elif not window.contains(match.date):
-                cov.keys_outside_window += 1
-            else:
-                if match.date < ctx.kv_first_date.get(match.job_type, "9999"):
-                    ctx.kv_first_date[match.job_type] = match.date
+        """The listed keys a pattern maps to a job in `window` (see `_classify`)."""
+        for info in self._candidates(kv, ctx.coverage):
+            match = self._classify(info.name, window, ctx)
+            if match is not None:
                 yield info, match
+
+    def _classify(self, name: str, window: Window, ctx: DiffContext) -> KeyMatch | None:
+        """The key's match if it maps to a job in `window`; counts the skipped and out-of-window
+        keys, and notes each job type's first KV date (orphans before it are not flagged)."""
+        cov = ctx.coverage
+        match = self.profile.match(name)
+        if match is None:
+            cov.keys_skipped_by_pattern += 1
+            return None
+        if not window.contains(match.date):
+            cov.keys_outside_window += 1
+            return None
+        if match.date < ctx.kv_first_date.get(match.job_type, "9999"):
+            ctx.kv_first_date[match.job_type] = match.date
+        return match
 
     def _load_kv(
         self,
@@ -295,9 +308,7 @@ class Verification:
                     considered += 1
                     cov.keys_listed += 1
                     yield info
-            others = max(kv.count_keys() - considered, 0)
-            cov.keys_listed += others
-            cov.keys_skipped_by_pattern += others
+            self._count_unlisted(kv, considered, cov)
             return
         prefixes = self.profile.prefixes  # one C-level test skips most unrelated keys
         for info in kv.iter_keys():
@@ -306,6 +317,13 @@ class Verification:
                 yield info
             else:
                 cov.keys_skipped_by_pattern += 1
+
+    @staticmethod
+    def _count_unlisted(kv: CountingKvSource, considered: int, cov: Coverage) -> None:
+        """The keys outside the profile's prefixes: counted as listed and skipped, not listed."""
+        others = max(kv.count_keys() - considered, 0)
+        cov.keys_listed += others
+        cov.keys_skipped_by_pattern += others
 
     def _fetch(
         self,

@@ -154,6 +154,7 @@ def test_prefix_is_an_exact_case_sensitive_prefix(
     put(tmp_path, "ns", *(KvEntry(k, b"v") for k in ORDER_KEYS))
     kv = LocalKv(tmp_path, "ns", now_ms=NOW_MS, page_size=2)
     assert [k.name for k in kv.iter_keys(prefix)] == expected
+    assert list(kv.iter_key_names(prefix)) == expected
 
 
 def test_expired_keys_are_skipped_not_deleted(tmp_path: Path) -> None:
@@ -166,6 +167,7 @@ def test_expired_keys_are_skipped_not_deleted(tmp_path: Path) -> None:
     kv = LocalKv(tmp_path, "ns", now_ms=NOW_MS)
 
     assert [k.name for k in kv.iter_keys()] == ["edge", "live"]
+    assert list(kv.iter_key_names()) == ["edge", "live"] and kv.count_keys() == 2
     # A get uses miniflare's stricter `expiration > now`, so `edge` is gone for it.
     assert [e.key for e in kv.get_many(["dead", "edge", "live"])] == ["live"]
     assert [row[0] for row in kv_rows(tmp_path, "ns")] == ["dead", "edge", "live"]

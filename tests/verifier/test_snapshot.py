@@ -250,6 +250,8 @@ def test_prefix_listing_stops_at_the_end_of_the_prefix(reference: Manifest) -> N
     names = [info.name for info in kv.iter_keys("über/")]
     assert names and all(name.startswith("über/") for name in names)
     assert len(names) == sum(1 for info in kv.iter_keys() if info.name.startswith("über/"))
+    assert list(kv.iter_key_names("über/")) == names  # type: ignore[attr-defined]
+    assert kv.count_keys() == len(list(kv.iter_keys()))  # type: ignore[attr-defined]
 
 
 def test_a_plan_table_missing_in_d1_is_a_schema_error_and_leaves_no_file(

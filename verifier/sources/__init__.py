@@ -35,6 +35,10 @@ class CountingKvSource(KvSource, Protocol):
         """How many keys `iter_keys()` would yield."""
         ...
 
+    def iter_key_names(self, prefix: str = "") -> Iterator[str]:
+        """The names `iter_keys(prefix)` would list, without expiration and metadata."""
+        ...
+
 
 class D1Source(Protocol):
     """A D1 database; `query` reads, `execute_batch` (and `execute_batch_rows`) write atomically."""

@@ -241,6 +241,10 @@ _PAGE_FIRST = (
     "SELECT key, expiration, metadata FROM _mf_entries WHERE key >= ? "
     "AND (expiration IS NULL OR expiration >= ?) ORDER BY key LIMIT ?"
 )
+_NAMES = (
+    "SELECT key FROM _mf_entries WHERE key >= ? "
+    "AND (expiration IS NULL OR expiration >= ?) ORDER BY key"
+)
 _PAGE_NEXT = (
     "SELECT key, expiration, metadata FROM _mf_entries WHERE key > ? "
     "AND (expiration IS NULL OR expiration >= ?) ORDER BY key LIMIT ?"
@@ -289,6 +293,17 @@ class LocalKv:
             if len(rows) < self._page_size:
                 return
             rows = self._rows(_PAGE_NEXT, (rows[-1][0], now, self._page_size))
+
+    def iter_key_names(self, prefix: str = "") -> Iterator[str]:
+        """The names `iter_keys(prefix)` would list: one streamed query, nothing parsed."""
+        now = self._now if self._now is not None else _now_ms()
+        try:
+            for (key,) in self._conn.execute(_NAMES, (prefix, now)):
+                if not key.startswith(prefix):
+                    return
+                yield key
+        except sqlite3.Error as exc:
+            raise _read_error(exc, self.sqlite_path) from exc
 
     def count_keys(self) -> int:
         """How many live keys `iter_keys()` would list."""

@@ -164,6 +164,13 @@ class SnapshotKv:
                 return
             yield KeyInfo(key, expiration, _json_or_none(metadata))
 
+    def iter_key_names(self, prefix: str = "") -> Iterator[str]:
+        """The names `iter_keys(prefix)` would list, without expiration and metadata."""
+        for (key,) in self._rows("SELECT key FROM kv_entries WHERE key >= ? ORDER BY key", (prefix,)):
+            if not key.startswith(prefix):
+                return
+            yield key
+
     def count_keys(self) -> int:
         """How many keys `iter_keys()` would list."""
         return int(next(iter(self._rows("SELECT count(*) FROM kv_entries", ())))[0])

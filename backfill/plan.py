@@ -120,7 +120,8 @@ class RowInsert:
 
 @dataclass(frozen=True, slots=True)
 class JobPlan:
-    """One KV record's missing rows, applied as one transaction; the execution comes first."""
+    """One KV record's missing rows, the execution first; applied in a batch of jobs (one
+    transaction) by `backfill.apply`."""
 
     seq: int
     kv_key: str

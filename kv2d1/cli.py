@@ -196,15 +196,20 @@ def emit(doc: dict[str, Any], opts: CommonOptions, *, default: OutputFormat | No
         text = render(doc, fmt)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--format") from exc
+    if write_output(text, opts) and not opts.quiet:
+        click.echo(f"Wrote {fmt.value} report to {opts.output}", err=True)
+
+
+def write_output(text: str, opts: CommonOptions) -> bool:
+    """`text` to --output, else to stdout; whether it went to a file."""
     if opts.output is None:
         click.echo(text, nl=False)
-        return
+        return False
     try:
         opts.output.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise click.ClickException(f"cannot write {opts.output}: {exc.strerror}") from exc
-    if not opts.quiet:
-        click.echo(f"Wrote {fmt.value} report to {opts.output}", err=True)
+    return True
 
 
 def _announce_wait(seconds: float) -> None:

@@ -18,6 +18,7 @@ from kv2d1.cli import (
     open_sources,
     output_format,
     translate_errors,
+    write_output,
 )
 from reports.backfill_run import (
     BackfillMode,
@@ -169,11 +170,4 @@ def _show(doc: dict[str, Any], opts: CommonOptions) -> None:
         return
     if opts.redact:
         doc = redact_document(doc, redaction_salt())
-    text = render_backfill_text(doc)
-    if opts.output is None:
-        click.echo(text, nl=False)
-        return
-    try:
-        opts.output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {opts.output}: {exc.strerror}") from exc
+    write_output(render_backfill_text(doc), opts)

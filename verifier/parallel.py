@@ -44,6 +44,7 @@ from verifier.model import Coverage, Finding, Window
 
 PARALLEL_MIN_KEYS = 2000  # matched keys: below this, a fork costs more than it saves
 PARALLEL_MIN_LISTED = 20_000  # listed keys before the child is forked (it loads while we list)
+CHUNKS = 32  # runs of dates: the last one taken bounds the idle time of the other process
 WORKERS_ENV = "KV2D1_WORKERS"
 _BATCH = 256
 _POLL_S = 0.1
@@ -70,9 +71,6 @@ def can_fork(kv: Any, d1: Any, workers: int | None) -> bool:
         and callable(getattr(kv, "reopened", None))
         and callable(getattr(d1, "reopened", None))
     )
-
-
-CHUNKS = 32  # runs of dates: the last one taken bounds the idle time of the other process
 
 
 def split_dates(

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from verifier import parallel
 from verifier.calendar import expected_jobs, today_et, warm_calendar
@@ -34,6 +35,7 @@ SPOOL_MEMORY_BYTES = 12 * 1024 * 1024
 FETCH_BATCH = 400  # a multiple of the bulk-get limit (100), so requests stay at ⌈N/100⌉
 Progress = Callable[[str, int], None]
 Report = Callable[[int], None]
+_Listed = TypeVar("_Listed")
 
 SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
 
@@ -74,10 +76,6 @@ class RecordSpool:
         self._seq = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._db: sqlite3.Connection | None = None
-
-    @property
-    def spilled(self) -> bool:
-        return self._db is not None
 
     def add_many(self, records: list[KvRecord], sizes: list[int] | None = None) -> None:
         """Add records; `sizes` (their KV values' bytes) count against the memory budget."""
@@ -154,12 +152,12 @@ class Verification:
             yield from self._part(self.window, ctx, self.kv, self.d1, report, pairs)
         yield from self._schedule_gaps(ctx)
 
-    def _report(self, others: Callable[[], int] = lambda: 0) -> Report | None:
-        """Progress of the KV fetch: keys fetched here, plus `others` (another process's)."""
+    def _report(self) -> Report | None:
+        """Progress of the KV fetch as a count of keys (the parallel path adds the child's)."""
         progress = self.progress
         if progress is None:
             return None
-        return lambda n: progress("kv", n + others())
+        return lambda n: progress("kv", n)
 
     def _part(
         self,
@@ -232,15 +230,10 @@ class Verification:
         kv = self.kv
         assert isinstance(kv, CountingKvSource)  # `_worth_two` let us here
         by_date: dict[str, list[str]] = {}
-        considered = 0
-        for prefix in self.profile.listing_prefixes:
-            for name in kv.iter_key_names(prefix):
-                considered += 1
-                match = self._classify(name, self.window, ctx)
-                if match is not None:
-                    by_date.setdefault(match.date, []).append(name)
-        self._count_unlisted(kv, considered, ctx.coverage)
-        ctx.coverage.keys_listed += considered
+        for name in self._under_prefixes(kv, ctx.coverage, kv.iter_key_names):
+            match = self._classify(name, self.window, ctx)
+            if match is not None:
+                by_date.setdefault(match.date, []).append(name)
         return by_date
 
     def _rematch(
@@ -302,13 +295,7 @@ class Verification:
         key (remotely, the listing the request budget assumes) and is filtered here.
         """
         if isinstance(kv, CountingKvSource):
-            considered = 0
-            for prefix in self.profile.listing_prefixes:
-                for info in kv.iter_keys(prefix):
-                    considered += 1
-                    cov.keys_listed += 1
-                    yield info
-            self._count_unlisted(kv, considered, cov)
+            yield from self._under_prefixes(kv, cov, kv.iter_keys)
             return
         prefixes = self.profile.prefixes  # one C-level test skips most unrelated keys
         for info in kv.iter_keys():
@@ -318,11 +305,18 @@ class Verification:
             else:
                 cov.keys_skipped_by_pattern += 1
 
-    @staticmethod
-    def _count_unlisted(kv: CountingKvSource, considered: int, cov: Coverage) -> None:
-        """The keys outside the profile's prefixes: counted as listed and skipped, not listed."""
+    def _under_prefixes(
+        self, kv: CountingKvSource, cov: Coverage, listing: Callable[[str], Iterator[_Listed]]
+    ) -> Iterator[_Listed]:
+        """What `listing(prefix)` gives for each of the profile's prefixes, each counted as
+        listed; the keys outside them are counted as listed and skipped, not listed."""
+        considered = 0
+        for prefix in self.profile.listing_prefixes:
+            for item in listing(prefix):
+                considered += 1
+                yield item
         others = max(kv.count_keys() - considered, 0)
-        cov.keys_listed += others
+        cov.keys_listed += considered + others
         cov.keys_skipped_by_pattern += others
 
     def _fetch(

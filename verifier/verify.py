@@ -47,11 +47,6 @@ def _preload() -> None:
     import deepdiff  # noqa: F401
 
 
-def _worth_two(kv: KvSource) -> bool:
-    """Whether the namespace may hold enough keys to share out (counted, not listed)."""
-    return isinstance(kv, CountingKvSource) and kv.count_keys() >= parallel.PARALLEL_MIN_LISTED
-
-
 def _count(record: KvRecord, cov: Coverage) -> None:
     cov.kv_records += 1
     cov.kv_symbol_results += len(record.symbols)
@@ -145,10 +140,11 @@ class Verification:
         self._check_schema()
         ctx = DiffContext(self.now, self.coverage, ttl_of=self._ttls())
         report = self._report()
-        if can_fork(self.kv, self.d1, self.workers) and _worth_two(self.kv):
-            yield from self._in_two(ctx, report)
+        listed = self.kv.count_keys() if isinstance(self.kv, CountingKvSource) else None
+        if can_fork(self.kv, self.d1, self.workers) and (listed or 0) >= parallel.PARALLEL_MIN_LISTED:
+            yield from self._in_two(ctx, report, listed or 0)
         else:
-            pairs = self._matches(self.kv, self.window, ctx)
+            pairs = self._matches(self.kv, self.window, ctx, listed)
             yield from self._part(self.window, ctx, self.kv, self.d1, report, pairs)
         yield from self._schedule_gaps(ctx)
 
@@ -178,11 +174,11 @@ class Verification:
         finally:
             spool.close()
 
-    def _in_two(self, ctx: DiffContext, report: Report | None) -> Iterator[Finding]:
+    def _in_two(self, ctx: DiffContext, report: Report | None, listed: int) -> Iterator[Finding]:
         """Verify runs of dates in this process and a forked child, findings in order."""
 
         def make_plan() -> Plan:
-            by_date = self._scan(ctx)
+            by_date = self._scan(ctx, listed)
             ends = split_dates(Counter({d: len(names) for d, names in by_date.items()}))
             return Plan(cut(self.window, ends), by_date, dict(ctx.kv_first_date))
 
@@ -224,13 +220,13 @@ class Verification:
     def _ttls(self) -> dict[str, int]:
         return {jt: self.profile.ttl_for(jt) for jt in self.profile.schedule}
 
-    def _scan(self, ctx: DiffContext) -> dict[str, list[str]]:
+    def _scan(self, ctx: DiffContext, listed: int) -> dict[str, list[str]]:
         """List once, counting keys (coverage) and each job type's first KV date; the matched
         key names of the window by date, to split the work by (names only: ~80 bytes a key)."""
         kv = self.kv
-        assert isinstance(kv, CountingKvSource)  # `_worth_two` let us here
+        assert isinstance(kv, CountingKvSource)  # `listed` came from it
         by_date: dict[str, list[str]] = {}
-        for name in self._under_prefixes(kv, ctx.coverage, kv.iter_key_names):
+        for name in self._under_prefixes(listed, ctx.coverage, kv.iter_key_names):
             match = self._classify(name, self.window, ctx)
             if match is not None:
                 by_date.setdefault(match.date, []).append(name)
@@ -248,10 +244,10 @@ class Verification:
                     yield KeyInfo(name), match
 
     def _matches(
-        self, kv: KvSource, window: Window, ctx: DiffContext
+        self, kv: KvSource, window: Window, ctx: DiffContext, listed: int | None
     ) -> Iterator[tuple[KeyInfo, KeyMatch]]:
         """The listed keys a pattern maps to a job in `window` (see `_classify`)."""
-        for info in self._candidates(kv, ctx.coverage):
+        for info in self._candidates(kv, ctx.coverage, listed):
             match = self._classify(info.name, window, ctx)
             if match is not None:
                 yield info, match
@@ -288,14 +284,15 @@ class Verification:
         if batch:
             yield from self._fetch(kv, batch, spool, ctx, report)
 
-    def _candidates(self, kv: KvSource, cov: Coverage) -> Iterator[KeyInfo]:
+    def _candidates(self, kv: KvSource, cov: Coverage, listed: int | None) -> Iterator[KeyInfo]:
         """The listed keys a pattern may match; the others are only counted.
 
-        A source that counts its keys lists just the profile's prefixes; any other lists every
-        key (remotely, the listing the request budget assumes) and is filtered here.
+        A source that counts its keys (`listed` of them) lists just the profile's prefixes; any
+        other lists every key (remotely, the listing the request budget assumes) and is
+        filtered here.
         """
-        if isinstance(kv, CountingKvSource):
-            yield from self._under_prefixes(kv, cov, kv.iter_keys)
+        if isinstance(kv, CountingKvSource) and listed is not None:
+            yield from self._under_prefixes(listed, cov, kv.iter_keys)
             return
         prefixes = self.profile.prefixes  # one C-level test skips most unrelated keys
         for info in kv.iter_keys():
@@ -306,16 +303,16 @@ class Verification:
                 cov.keys_skipped_by_pattern += 1
 
     def _under_prefixes(
-        self, kv: CountingKvSource, cov: Coverage, listing: Callable[[str], Iterator[_Listed]]
+        self, total: int, cov: Coverage, listing: Callable[[str], Iterator[_Listed]]
     ) -> Iterator[_Listed]:
         """What `listing(prefix)` gives for each of the profile's prefixes, each counted as
-        listed; the keys outside them are counted as listed and skipped, not listed."""
+        listed; the rest of the `total` keys are counted as listed and skipped, not listed."""
         considered = 0
         for prefix in self.profile.listing_prefixes:
             for item in listing(prefix):
                 considered += 1
                 yield item
-        others = max(kv.count_keys() - considered, 0)
+        others = max(total - considered, 0)
         cov.keys_listed += considered + others
         cov.keys_skipped_by_pattern += others
 

@@ -109,11 +109,38 @@ def is_json_text(text: str) -> bool:
 
 # Where orjson's output may differ from `json.dumps`: an integral float (`3.0`, `1e+16`, which
 # canonical JSON writes as an integer), an exponent (`1e-7` vs `1e-07`) or a float below 1e-4
-# (`0.00001` vs `1e-05`). A hit, even inside a string, only means taking the exact path.
+# (`0.00001` vs `1e-05`). One C-level pass keeps only the bytes those forms are made of (digits
+# as "0" or "1", ".", "e", signs as "-", terminators as ",") and drops the rest (letters,
+# quotes, blanks), so the searches that follow run over a few hundred bytes, not the whole
+# text. Dropping bytes can only join distant ones into a false hit, never hide a form: a hit,
+# even a false one, only means taking the exact path.
+_FLOAT_MARKS = bytes(
+    0x30 if b == 0x30
+    else 0x31 if 0x31 <= b <= 0x39
+    else 0x2D if b in b"+-"
+    else 0x2C if b in b",]}"
+    else 0x65 if b in b"eE"
+    else b
+    for b in range(256)
+)
+_NOT_FLOAT_MARKS = bytes(b for b in range(256) if b not in b"0123456789+-,]}eE.")
+
+
 _EXPONENT_MARKS = bytes(
     0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2D if b in b"+-" else 0x20
     for b in range(256)
 )
+
+
+def _may_differ(raw: bytes) -> bool:
+    """Whether orjson's text `raw` may differ from what canonical JSON writes for its value."""
+    marks = raw.translate(_FLOAT_MARKS, _NOT_FLOAT_MARKS)
+    if b".0," in marks or marks.endswith(b".0") or b"0.0000" in marks:
+        return True
+    if b"e-" not in marks:
+        return False
+    # Words keep their "e"s ("pre-market"): an exponent is a digit, "e", a sign, side by side.
+    return b"0e-" in raw.translate(_EXPONENT_MARKS)
 
 
 def canonical_json_of_parsed(value: Any) -> str:
@@ -125,9 +152,7 @@ def canonical_json_of_parsed(value: Any) -> str:
         raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer beyond 64 bits, a lone surrogate: the exact path decides
         return canonical_json(value)
-    if b".0," in raw or b".0]" in raw or b".0}" in raw or b"0.0000" in raw or raw.endswith(b".0"):
-        return canonical_json(value)
-    if (b"e-" in raw or b"e+" in raw) and b"0e-" in raw.translate(_EXPONENT_MARKS):
+    if _may_differ(raw):
         return canonical_json(value)
     return raw.decode("utf-8")
 

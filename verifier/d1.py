@@ -8,7 +8,7 @@ with the database (remote D1 caps a result at tens of MB) while the number of re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from verifier.model import (
     JobKey,
     JobRecord,
     JobType,
+    JsonText,
     ReportRecord,
     RowProblem,
     Status,
@@ -176,6 +177,7 @@ class _Checker:
     table: str
     row_id: int
     problems: list[RowProblem]
+    json_texts: list[JsonText]
 
     def flag(self, field: str, value: Any, reason: str) -> None:
         self.problems.append(RowProblem(self.table, self.row_id, field, value, reason))
@@ -198,8 +200,9 @@ class _Checker:
         if not isinstance(value, str):
             self.flag(field, value, f"{field} should be JSON text")
             return None
-        if not is_json_text(value):  # valid JSON is kept as written: the diff names the rule
-            self.flag(field, value[:200], f"{field} is not valid JSON")
+        # Checked by the diff (`row_problems`), unless KV holds the same text; valid JSON is
+        # kept as written: the diff names the rule that makes it equal.
+        self.json_texts.append((len(self.problems), self.table, self.row_id, field, value))
         return value
 
     def enum(self, field: str, value: Any, allowed: frozenset[str]) -> str | None:
@@ -224,7 +227,8 @@ def build_d1_job(
     row: tuple[Any, ...], symbol_rows: list[tuple[Any, ...]], report_rows: list[tuple[Any, ...]]
 ) -> D1Job:
     problems: list[RowProblem] = []
-    c = _Checker(Table.JOB_EXECUTIONS, row[0], problems)
+    json_texts: list[JsonText] = []
+    c = _Checker(Table.JOB_EXECUTIONS, row[0], problems, json_texts)
     (
         row_id,
         job_type,
@@ -255,14 +259,30 @@ def build_d1_job(
         error_message=c.text("error_message", error),
         metadata=c.json_text("metadata", metadata),
     )
-    symbols = tuple(_d1_symbol(r, problems) for r in symbol_rows)
-    reports = tuple(_d1_report(r, problems) for r in report_rows)
-    return D1Job(row_id, job, symbols, reports, tuple(problems))
+    symbols = tuple(_d1_symbol(r, problems, json_texts) for r in symbol_rows)
+    reports = tuple(_d1_report(r, problems, json_texts) for r in report_rows)
+    return D1Job(row_id, job, symbols, reports, tuple(problems), tuple(json_texts))
 
 
-def _d1_symbol(r: tuple[Any, ...], problems: list[RowProblem]) -> D1Symbol:
+def row_problems(job: D1Job, known: Container[str]) -> tuple[RowProblem, ...]:
+    """The job's row problems with its JSON texts settled, each in its place: a text in
+    `known` (KV's texts, canonical JSON) is JSON; any other is parsed."""
+    if not job.json_texts:
+        return job.problems
+    problems, added = list(job.problems), 0
+    for at, table, row_id, field, text in job.json_texts:
+        if text in known or is_json_text(text):
+            continue
+        problems.insert(at + added, RowProblem(table, row_id, field, text[:200], f"{field} is not valid JSON"))
+        added += 1
+    return tuple(problems)
+
+
+def _d1_symbol(
+    r: tuple[Any, ...], problems: list[RowProblem], json_texts: list[JsonText]
+) -> D1Symbol:
     _, row_id, symbol, sentiment, confidence, direction, reasoning, signals, technical, news = r
-    c = _Checker(Table.ANALYSIS_RESULTS, row_id, problems)
+    c = _Checker(Table.ANALYSIS_RESULTS, row_id, problems, json_texts)
     conf: float | None = None
     if confidence is not None:
         if isinstance(confidence, bool) or not isinstance(confidence, int | float):
@@ -284,9 +304,11 @@ def _d1_symbol(r: tuple[Any, ...], problems: list[RowProblem]) -> D1Symbol:
     return D1Symbol(row_id, result)
 
 
-def _d1_report(r: tuple[Any, ...], problems: list[RowProblem]) -> D1Report:
+def _d1_report(
+    r: tuple[Any, ...], problems: list[RowProblem], json_texts: list[JsonText]
+) -> D1Report:
     _, row_id, report_type, report_date, content, summary, high = r
-    c = _Checker(Table.REPORT_SNAPSHOTS, row_id, problems)
+    c = _Checker(Table.REPORT_SNAPSHOTS, row_id, problems, json_texts)
     if not is_date(report_date):
         c.flag("report_date", report_date, "report_date should be YYYY-MM-DD")
     report = ReportRecord(

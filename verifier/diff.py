@@ -22,6 +22,7 @@ from itertools import groupby
 from typing import Any
 
 from verifier.canonical import JSON_FIELDS, compare_field, parse_json_text, stable_id
+from verifier.d1 import row_problems
 from verifier.model import (
     JOB_COMPARED_FIELDS,
     LATEST,
@@ -162,8 +163,9 @@ def _with_status(record: KvRecord, status: str | None) -> KvRecord:
 def diff_group(
     group: GroupKey, kv: list[KvRecord], d1: list[D1Job], ctx: DiffContext
 ) -> Iterator[Finding]:
+    known = _kv_json_texts(kv) if any(j.json_texts for j in d1) else ()
     for job in d1:
-        yield from (_invalid_row(job, p) for p in job.problems)
+        yield from (_invalid_row(job, p) for p in row_problems(job, known))
     ctx.coverage.d1_executions += len(d1)
     ctx.coverage.d1_symbol_results += sum(len(j.symbols) for j in d1)
     ctx.coverage.d1_reports += sum(len(j.reports) for j in d1)
@@ -185,6 +187,23 @@ def diff_group(
             break  # KV has a key for this job, just not a readable one: already a finding
         if run not in matched and _should_have_kv(group, bool(kv_group.per_run), ctx):
             yield _orphan_job(jobs[0])
+
+
+def _kv_json_texts(records: list[KvRecord]) -> set[str]:
+    """The JSON texts of a group's KV records (canonical JSON, so valid): a D1 text equal to
+    one of them needs no parsing to be known valid."""
+    texts: set[str] = set()
+    for r in records:
+        if r.report is not None and r.report.content is not None:
+            texts.add(r.report.content)
+        for s in r.symbols:
+            if s.signals is not None:
+                texts.add(s.signals)
+            if s.technical_data is not None:
+                texts.add(s.technical_data)
+        if r.job.metadata is not None:
+            texts.add(r.job.metadata)
+    return texts
 
 
 def _should_have_kv(group: GroupKey, kv_tracks_runs: bool, ctx: DiffContext) -> bool:

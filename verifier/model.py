@@ -231,13 +231,24 @@ class D1Report:
 @pickled_by_position
 @dataclass(frozen=True, slots=True)
 class D1Job:
-    """One `job_executions` row with its children, normalised."""
+    """One `job_executions` row with its children, normalised.
+
+    `json_texts` are the rows' JSON columns whose validity is still open, each with the place
+    among `problems` its problem would take: the diff settles them (`verifier.d1.row_problems`)
+    once it knows which texts KV holds too, so a text equal to KV's is never parsed again.
+    """
 
     row_id: int
     job: JobRecord
     symbols: tuple[D1Symbol, ...] = ()
     reports: tuple[D1Report, ...] = ()
     problems: tuple[RowProblem, ...] = ()
+    json_texts: tuple[JsonText, ...] = ()
+
+
+# A D1 JSON text to check: (its problem's place among the job's problems, table, row id, field,
+# text).
+JsonText = tuple[int, str, int, str, str]
 
 
 @pickled_by_position

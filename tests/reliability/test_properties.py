@@ -19,7 +19,15 @@ from tests.kv2d1.test_cli_verify import D1_ID, KV_ID, make_worker
 from tests.reliability.test_bad_inputs import run
 from verifier.calendar import iso_utc
 from verifier.canonical import canonical_json
-from verifier.d1 import JOB_TYPES, STATUSES, build_d1_job, job_row, run_of, symbol_row
+from verifier.d1 import (
+    JOB_TYPES,
+    STATUSES,
+    build_d1_job,
+    job_row,
+    row_problems,
+    run_of,
+    symbol_row,
+)
 from verifier.model import JobKey, JobRecord, KvEntry, SymbolResult
 from verifier.normalise import InvalidPayload, normalise_entry
 from verifier.profile import load_profile
@@ -97,7 +105,7 @@ def test_records_survive_a_round_trip_through_d1_rows(
     row = through_sqlite([1, *job_row(job, metadata=job.metadata).values()])
     symbol_rows = [through_sqlite([1, i, *symbol_row(r).values()]) for i, r in enumerate(results)]
     back = build_d1_job(row, symbol_rows, [])
-    assert back.problems == ()
+    assert row_problems(back, ()) == ()  # every JSON text parsed too
     assert back.job == job
     assert [s.result for s in back.symbols] == results
 

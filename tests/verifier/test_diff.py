@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verifier.d1 import JOB_COLUMNS, build_d1_job, job_row, report_row, symbol_row
+from verifier.d1 import JOB_COLUMNS, build_d1_job, job_row, report_row, row_problems, symbol_row
 from verifier.diff import DiffContext, diff_streams
 from verifier.model import (
     LATEST,
@@ -193,3 +193,30 @@ def test_report_content_compares_canonically() -> None:
     [f] = run_diff([record], [dataclasses.replace(d1, reports=(other,))])
     assert (f.category, f.field) == (Category.FIELD_MISMATCH, "content")
     assert "values changed" in f.message
+
+
+def test_d1_json_is_checked_in_place_unless_kv_holds_the_same_text() -> None:
+    record = dataclasses.replace(
+        _record(),
+        symbols=(SymbolResult("AAPL", "bullish", 0.82, "up", None, '[{"a":1}]', None, 12),),
+        job=dataclasses.replace(_record().job, symbols_processed=1, symbols_successful=1),
+    )
+    good = to_d1(record, 7)
+    row = (7, "analysis", "2026-11-16", good.job.execution_time, "bogus", -5, 1, 1, 0, None, "{no")
+    symbol = (7, 700, "AAPL", "bullish", 0.82, "up", None, '[{"a":1}]', "{not json", 12)
+    broken = build_d1_job(row, [symbol], [])
+    assert broken.problems and broken.json_texts  # the JSON waits for the diff
+    invalid = [
+        (f.table, f.field)
+        for f in run_diff([record], [broken])
+        if f.category is Category.INVALID_D1_ROW
+    ]
+    # the order a row's checks run in: status, duration, metadata; then the symbol's columns
+    assert invalid == [
+        ("job_executions", "status"),
+        ("job_executions", "duration_ms"),
+        ("job_executions", "metadata"),
+        ("analysis_results", "technical_data"),
+    ]
+    assert row_problems(good, ()) == ()  # valid JSON, parsed when KV does not hold it
+    assert row_problems(broken, {"{not json"})[-1].field == "metadata"  # "known" is trusted

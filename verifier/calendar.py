@@ -1,17 +1,16 @@
 """Business time: America/New_York dates and run times, and the NYSE trading calendar.
 
 Holidays come from the maintained `holidays` library (its NYSE financial calendar), not from a
-hand-written list.
+hand-written list. The library loads every market and country it knows on first use (~40 ms), so
+it is imported only when a year's holidays are first needed; a process that has them already
+(a forked worker) can hand them over (`known_holidays`, `adopt_holidays`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from functools import lru_cache
 from zoneinfo import ZoneInfo
-
-import holidays
 
 ET = ZoneInfo("America/New_York")
 UTC = dt.UTC
@@ -34,19 +33,27 @@ def instant_from_epoch_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+# f-strings of the fields, not `strftime` (which costs a microsecond a call, and once per
+# record adds up); years are written with four digits, as JavaScript writes them.
+
+
 def iso_utc(value: dt.datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, the form JavaScript's `toISOString()` writes."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    u = value.astimezone(UTC)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T"
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
+    )
 
 
 def et_run_time(instant: dt.datetime) -> str:
     """The ET wall-clock time `HHMMSS` of an instant (the per-run key suffix)."""
-    return instant.astimezone(ET).strftime("%H%M%S")
+    local = instant.astimezone(ET)
+    return f"{local.hour:02d}{local.minute:02d}{local.second:02d}"
 
 
 def et_date(instant: dt.datetime) -> str:
-    return instant.astimezone(ET).strftime("%Y-%m-%d")
+    return instant.astimezone(ET).date().isoformat()
 
 
 def instant_of_run(date: str, hhmmss: str) -> dt.datetime:
@@ -66,9 +73,17 @@ def is_date(text: object) -> bool:
     return True
 
 
-@lru_cache(maxsize=64)
+_HOLIDAYS: dict[tuple[str, int], frozenset[dt.date]] = {}  # (calendar, year): a few per run
+
+
 def _holidays_of(calendar: str, year: int) -> frozenset[dt.date]:
-    return frozenset(holidays.financial_holidays(calendar, years=[year]).keys())
+    days = _HOLIDAYS.get((calendar, year))
+    if days is None:
+        import holidays
+
+        days = frozenset(holidays.financial_holidays(calendar, years=[year]).keys())
+        _HOLIDAYS[calendar, year] = days
+    return days
 
 
 def warm_calendar(calendar: str, since: str, until: str) -> None:
@@ -76,6 +91,17 @@ def warm_calendar(calendar: str, since: str, until: str) -> None:
     if is_date(since) and is_date(until):
         for year in range(int(since[:4]), int(until[:4]) + 1):
             _holidays_of(calendar, year)
+
+
+def known_holidays(calendar: str) -> dict[int, frozenset[dt.date]]:
+    """The holidays of `calendar` loaded so far, by year."""
+    return {year: days for (name, year), days in _HOLIDAYS.items() if name == calendar}
+
+
+def adopt_holidays(calendar: str, by_year: dict[int, frozenset[dt.date]]) -> None:
+    """Take holidays another process loaded (`known_holidays`) instead of loading them here."""
+    for year, days in by_year.items():
+        _HOLIDAYS.setdefault((calendar, year), days)
 
 
 def is_trading_day(day: dt.date, calendar: str = "NYSE") -> bool:

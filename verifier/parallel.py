@@ -167,6 +167,8 @@ def run_in_two(
     *,
     prepare: Callable[[], None] = lambda: None,
     progress: Report | None = None,
+    hand_over: Callable[[], Any] = lambda: None,
+    take_over: Callable[[Any], None] = lambda _: None,
 ) -> Iterator[Finding]:
     """Verify runs of dates in this process and a forked child; findings in run order.
 
@@ -175,7 +177,9 @@ def run_in_two(
     pipe. `work(plan)(i, ctx, report)` verifies run i; in the child, `child_work(plan)` gives
     the function to use (over reopened sources) and the child's own context. A plan of one
     run sends the child away and runs here. `ctx` (the parent's) takes in the child's coverage
-    and the groups it saw. An error in the child is raised here, as the child raised it.
+    and the groups it saw, and `take_over` gets what `hand_over()` gave in the child once its
+    runs were done (what it loaded that the parent will need). An error in the child is raised
+    here, as the child raised it.
     """
     queue = RunQueue()
     folder = tempfile.mkdtemp(prefix="kv2d1-runs-")
@@ -187,14 +191,14 @@ def run_in_two(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
         os.close(write_end)
-        _child(prepare, read_end, child_work, queue, folder, counter, parent)
+        _child(prepare, read_end, child_work, hand_over, queue, folder, counter, parent)
     os.close(read_end)
     try:
         plan = make_plan()
         alone = len(plan.runs) < 2
         queue.set_size(len(plan.runs))
-        _send(write_end, None if alone else plan)
-        write_end = -1
+        fd, write_end = write_end, -1  # `_send` closes it
+        _send(fd, folder, None if alone else plan)
         report = (lambda n: progress(n + _read(counter))) if progress else None
         mine, emitted = work(plan), 0
         for i in queue:
@@ -210,7 +214,7 @@ def run_in_two(
         own = ctx.coverage.keys_matched
         status = _wait(pid, lambda: progress(own + _read(counter)) if progress else None)
         pid = 0
-        _take_in(folder, ctx, status)
+        take_over(_take_in(folder, ctx, status))
         if progress:
             progress(ctx.coverage.keys_matched)
         for i in range(emitted, len(plan.runs)):
@@ -225,18 +229,30 @@ def run_in_two(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _send(fd: int, plan: Plan | None) -> None:
-    """The plan to the child (None: nothing to do), then end of file."""
+def _send(fd: int, folder: str, plan: Plan | None) -> None:
+    """The plan to the child (None: nothing to do). The plan goes to a file and one byte down
+    the pipe says it is there: a plan of many key names would fill the pipe and hold the
+    parent until the child has loaded what it preloads."""
     try:
-        with os.fdopen(fd, "wb") as out:
-            pickle.dump(plan, out, protocol=5)
-    except BrokenPipeError:
-        pass  # the child is gone: waiting for it says how it ended
+        if plan is not None:
+            with open(os.path.join(folder, "plan.pickle"), "wb") as out:
+                pickle.dump(plan, out, protocol=5)
+        with contextlib.suppress(BrokenPipeError):  # the child is gone: its status says why
+            os.write(fd, b"0" if plan is None else b"1")
+    finally:
+        os.close(fd)
 
 
-def _receive(fd: int) -> Plan | None:  # pragma: no cover - runs in the forked child
-    with os.fdopen(fd, "rb") as source:
-        plan: Plan | None = pickle.load(source)
+def _receive(fd: int, folder: str) -> Plan | None:  # pragma: no cover - runs in the child
+    """The plan the parent sent, or None (nothing to do, or the parent stopped before sending)."""
+    try:
+        sent = os.read(fd, 1)
+    finally:
+        os.close(fd)
+    if sent != b"1":
+        return None
+    with open(os.path.join(folder, "plan.pickle"), "rb") as source:
+        plan: Plan = pickle.load(source)
     return plan
 
 
@@ -270,6 +286,7 @@ def _child(
     prepare: Callable[[], None],
     read_end: int,
     child_work: ChildWork,
+    hand_over: Callable[[], Any],
     queue: RunQueue,
     folder: str,
     counter: mmap.mmap,
@@ -280,14 +297,15 @@ def _child(
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent decides what Ctrl-C does
         try:
             prepare()
-            plan = _receive(read_end)
+            plan = _receive(read_end, folder)
             if plan is None:
                 os._exit(0)  # one run: the parent does it alone
             work, own = child_work(plan)
             report: Report = lambda n: _report(counter, n, parent)  # noqa: E731
             for i in queue:
                 _park(work(i, own, report), _run_file(folder, i))
-            result: tuple[str, Any] = ("done", (own.coverage, own.groups_seen, own.kv_invalid_groups))
+            state = (own.coverage, own.groups_seen, own.kv_invalid_groups, hand_over())
+            result: tuple[str, Any] = ("done", state)
         except BaseException as exc:
             result = ("error", _portable(exc))
             status = 1
@@ -350,8 +368,9 @@ def _stop(pid: int) -> None:
         pass
 
 
-def _take_in(folder: str, ctx: DiffContext, status: int) -> None:
-    """Merge the child's coverage and groups into `ctx`, or raise what stopped the child."""
+def _take_in(folder: str, ctx: DiffContext, status: int) -> Any:
+    """Merge the child's coverage and groups into `ctx` and give what it handed over, or raise
+    what stopped the child."""
     try:
         with open(os.path.join(folder, "child.pickle"), "rb") as source:
             kind, payload = pickle.load(source)
@@ -364,7 +383,8 @@ def _take_in(folder: str, ctx: DiffContext, status: int) -> None:
             f"the worker process verifying part of the window stopped (exit status {status}) "
             f"before finishing; run again, or set {WORKERS_ENV}=1"
         )
-    coverage, groups, invalid = payload
+    coverage, groups, invalid, handed = payload
     merge_coverage(ctx.coverage, coverage)
     ctx.groups_seen |= groups
     ctx.kv_invalid_groups |= invalid
+    return handed

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from verifier import parallel
-from verifier.calendar import expected_jobs, today_et, warm_calendar
+from verifier.calendar import (
+    adopt_holidays,
+    expected_jobs,
+    known_holidays,
+    today_et,
+    warm_calendar,
+)
 from verifier.d1 import iter_d1_jobs, missing_plan_tables
 from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, schedule_gaps
 from verifier.errors import D1SchemaError
@@ -40,11 +46,13 @@ _Listed = TypeVar("_Listed")
 SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local --file schema/scheduled-jobs.sql"
 
 
-def _preload() -> None:
-    """What a run's first use would load (DeepDiff, to explain a mismatch): in the forked child
-    while its parent lists the keys. (The holiday calendar only serves the schedule's gaps,
-    which the parent finds.)"""
+def _preload(calendar: str, today: str) -> None:
+    """What the forked child loads while its parent lists the keys: DeepDiff (a run's first
+    mismatch would load it) and the holiday calendar, whose years it hands to the parent for
+    the schedule's gaps (the parent then never loads the library)."""
     import deepdiff  # noqa: F401
+
+    warm_calendar(calendar, today, today)
 
 
 def _count(record: KvRecord, cov: Coverage) -> None:
@@ -190,23 +198,24 @@ class Verification:
 
             return work
 
+        calendar, today = self.profile.calendar, today_et(self.now)
+
         def child(plan: Plan) -> tuple[Work, DiffContext]:
+            if plan.by_date:  # every year the schedule's gaps will look at, for the parent
+                first = min(plan.by_date)
+                warm_calendar(calendar, min(first, self.window.since or first), today)
             own = DiffContext(self.now, Coverage(), kv_first_date=plan.kv_first_date, ttl_of=ctx.ttl_of)
             return over(self.kv.reopened(), self.d1.reopened(), plan), own  # type: ignore[attr-defined]
 
-        def here(plan: Plan) -> Work:
-            if plan.by_date:  # every year the schedule's gaps will look at, while the child works
-                first, today = min(plan.by_date), today_et(self.now)
-                warm_calendar(self.profile.calendar, min(first, self.window.since or first), today)
-            return over(self.kv, self.d1, plan)
-
         yield from run_in_two(
             make_plan,
-            here,
+            lambda plan: over(self.kv, self.d1, plan),
             child,
             ctx,
-            prepare=_preload,
+            prepare=lambda: _preload(calendar, today),
             progress=report,
+            hand_over=lambda: known_holidays(calendar),
+            take_over=lambda years: adopt_holidays(calendar, years),
         )
 
     def _check_schema(self) -> None:

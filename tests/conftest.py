@@ -84,7 +84,7 @@ def wrangler(tmp_path_factory: pytest.TempPathFactory) -> Wrangler:
 
 import json as _json  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
+from collections.abc import Iterable, Iterator  # noqa: E402
 
 CANARY_TOKEN = "kv2d1-canary-token-Zq81xLmT4vRe9WnY"  # a fake token: a leak is easy to grep for
 _RELIABILITY_RESULTS: dict[str, dict[str, Any]] = {}
@@ -193,3 +193,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 # --- end of reliability --------------------------------------------------------------------------
+
+
+# --- cache: kv2d1's per-machine cache (holidays) in a folder of the session ---------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests (and the CLIs they start) keep kv2d1's cache out of the user's home."""
+    from verifier.calendar import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("kv2d1-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
+# --- end of cache --------------------------------------------------------------------------------

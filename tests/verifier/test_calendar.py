@@ -1,15 +1,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import holidays
+import pytest
+
+from verifier import calendar
 from verifier.calendar import (
+    adopt_holidays,
     et_run_time,
     expected_jobs,
     instant_of_run,
     is_trading_day,
     iso_utc,
+    known_holidays,
     parse_instant,
+    warm_calendar,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_thanksgiving_2026_is_not_a_trading_day() -> None:
@@ -42,3 +56,78 @@ def test_parse_instant_reads_both_d1_formats() -> None:
     assert iso is not None and sqlite is not None
     assert iso.replace(microsecond=0) == sqlite
     assert parse_instant("yesterday") is None
+
+
+def _fresh(monkeypatch: pytest.MonkeyPatch, folder: Path | None) -> None:
+    """A process that has loaded no holidays yet, with its cache in `folder` (None: none)."""
+    monkeypatch.setattr(calendar, "_HOLIDAYS", {})
+    monkeypatch.setenv(calendar.CACHE_ENV, str(folder) if folder else "")
+
+
+def _without_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the holidays library was asked")
+
+    monkeypatch.setattr(holidays, "financial_holidays", refuse)
+
+
+def test_holidays_come_from_the_cache_file_without_asking_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fresh(monkeypatch, tmp_path)
+    assert not is_trading_day(dt.date(2026, 11, 26))  # computed, and written down
+    assert json.loads((tmp_path / "holidays-NYSE.json").read_text())["years"]["2026"]
+    _fresh(monkeypatch, tmp_path)
+    _without_the_library(monkeypatch)
+    assert not is_trading_day(dt.date(2026, 11, 26))
+    assert is_trading_day(dt.date(2020, 11, 27))  # ten years either side came with it
+
+
+def test_a_cache_of_another_library_version_or_a_broken_one_is_recomputed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "holidays-NYSE.json"
+    for text in ['{"library": "another", "years": {"2026": []}}', "{not json", '{"years": 1}']:
+        cache.write_text(text)
+        _fresh(monkeypatch, tmp_path)
+        assert not is_trading_day(dt.date(2026, 11, 26)), text
+        assert "2026-11-26" in json.loads(cache.read_text())["years"]["2026"]
+
+
+def test_a_cache_that_cannot_be_written_or_is_turned_off_only_costs_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache folder would go
+    for folder in (blocked / "kv2d1", None):
+        _fresh(monkeypatch, folder)
+        assert not is_trading_day(dt.date(2026, 11, 26))
+    assert list(tmp_path.iterdir()) == [blocked]
+
+
+def test_a_process_takes_the_holidays_another_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh(monkeypatch, None)
+    warm_calendar("NYSE", "2025-01-01", "2026-12-31")
+    handed = known_holidays("NYSE")
+    assert {2025, 2026} <= set(handed)
+    _fresh(monkeypatch, None)
+    _without_the_library(monkeypatch)
+    adopt_holidays("NYSE", handed)
+    assert not is_trading_day(dt.date(2025, 12, 25))
+    assert known_holidays("NYSE") == handed
+
+
+def test_a_process_with_the_cache_never_imports_the_library(tmp_path: Path) -> None:
+    probe = (
+        "import datetime as dt, sys; from verifier.calendar import is_trading_day; "
+        "print(is_trading_day(dt.date(2026, 11, 26)), 'holidays' in sys.modules)"
+    )
+    env = {**os.environ, calendar.CACHE_ENV: str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
+            check=True,
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs == [["False", "True"], ["False", "False"]]

@@ -44,7 +44,9 @@ from verifier.model import Coverage, Finding, Window
 
 PARALLEL_MIN_KEYS = 2000  # matched keys: below this, a fork costs more than it saves
 PARALLEL_MIN_LISTED = 20_000  # listed keys before the child is forked (it loads while we list)
-CHUNKS = 32  # runs of dates: the last one taken bounds the idle time of the other process
+CHUNKS = 32  # runs of dates at least: the last one taken bounds the idle time of the other process
+RUN_KEYS = 400  # matched keys a run holds at most (more runs as the window grows): what a run
+#                 holds in memory stays what it is at 100k keys, whatever the size
 WORKERS_ENV = "KV2D1_WORKERS"
 _BATCH = 256
 _POLL_S = 0.1
@@ -74,9 +76,11 @@ def can_fork(kv: Any, d1: Any, workers: int | None) -> bool:
 
 
 def split_dates(
-    dates: Counter[str], *, minimum: int | None = None, chunks: int = CHUNKS
+    dates: Counter[str], *, minimum: int | None = None, chunks: int = CHUNKS, most: int = RUN_KEYS
 ) -> list[str]:
-    """The dates ending each run but the last: runs of about `1/chunks` of the keys each.
+    """The dates ending each run but the last: runs of about `1/chunks` of the keys each, or
+    of about `most` keys when that makes more runs (a date is never split, so a run holding one
+    date may hold more).
 
     Empty (no split) when there are fewer than `minimum` (default `PARALLEL_MIN_KEYS`) keys or
     a single date.
@@ -84,6 +88,7 @@ def split_dates(
     total = sum(dates.values())
     if total < (PARALLEL_MIN_KEYS if minimum is None else minimum) or len(dates) < 2:
         return []
+    chunks = max(chunks, -(-total // most))
     ordered = sorted(dates)
     ends: list[str] = []
     seen, target = 0, 1
@@ -147,12 +152,36 @@ class RunQueue:
 
 @dataclass(frozen=True)
 class Plan:
-    """What both processes work from: the runs of dates, the matched key names of each date,
-    and each job type's first KV date (the listing's, which only the parent did)."""
+    """What both processes work from: the runs of dates, where each run's matched key names
+    are (`run_names`), the first and last date holding any, and each job type's first KV date
+    (the listing's, which only the parent did)."""
 
     runs: list[Window]
-    by_date: dict[str, list[str]]
+    names_file: str
+    spans: list[tuple[int, int]]  # (offset, length) of each run's names in `names_file`
+    dates: tuple[str, str] | None
     kv_first_date: dict[str, str]
+
+    def run_names(self, i: int) -> list[str]:
+        """The matched key names of run i, in date order (read from the file: neither process
+        holds every run's names)."""
+        offset, length = self.spans[i]
+        with open(self.names_file, "rb") as source:
+            source.seek(offset)
+            names: list[str] = pickle.loads(source.read(length))
+        return names
+
+
+def write_run_names(folder: str, per_run: Iterator[list[str]]) -> tuple[str, list[tuple[int, int]]]:
+    """Each run's names, one after the other, in a file of `folder`: its path and the spans."""
+    path = os.path.join(folder, "names.pickle")
+    spans = []
+    with open(path, "wb") as out:
+        for names in per_run:
+            blob = pickle.dumps(names, protocol=5)
+            spans.append((out.tell(), len(blob)))
+            out.write(blob)
+    return path, spans
 
 
 Work = Callable[[int, DiffContext, Report | None], Iterator[Finding]]
@@ -160,7 +189,7 @@ ChildWork = Callable[[Plan], tuple[Work, DiffContext]]
 
 
 def run_in_two(
-    make_plan: Callable[[], Plan],
+    make_plan: Callable[[str], Plan],
     work: Callable[[Plan], Work],
     child_work: ChildWork,
     ctx: DiffContext,
@@ -173,8 +202,8 @@ def run_in_two(
     """Verify runs of dates in this process and a forked child; findings in run order.
 
     The child is forked first and `prepare`s (loads what every run needs) while the parent
-    lists the keys and cuts the window (`make_plan`); the plan goes to the child through a
-    pipe. `work(plan)(i, ctx, report)` verifies run i; in the child, `child_work(plan)` gives
+    lists the keys and cuts the window (`make_plan(folder)`, which may keep files in the
+    run's temporary folder); the plan goes to the child through a file. `work(plan)(i, ctx, report)` verifies run i; in the child, `child_work(plan)` gives
     the function to use (over reopened sources) and the child's own context. A plan of one
     run sends the child away and runs here. `ctx` (the parent's) takes in the child's coverage
     and the groups it saw, and `take_over` gets what `hand_over()` gave in the child once its
@@ -194,7 +223,7 @@ def run_in_two(
         _child(prepare, read_end, child_work, hand_over, queue, folder, counter, parent)
     os.close(read_end)
     try:
-        plan = make_plan()
+        plan = make_plan(folder)
         alone = len(plan.runs) < 2
         queue.set_size(len(plan.runs))
         fd, write_end = write_end, -1  # `_send` closes it

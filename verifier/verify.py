@@ -30,7 +30,15 @@ from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, sc
 from verifier.errors import D1SchemaError
 from verifier.model import Coverage, Finding, JobKey, KeyInfo, KvRecord, Window
 from verifier.normalise import InvalidPayload, normalise_entry
-from verifier.parallel import Plan, Work, can_fork, cut, run_in_two, split_dates
+from verifier.parallel import (
+    Plan,
+    Work,
+    can_fork,
+    cut,
+    run_in_two,
+    split_dates,
+    write_run_names,
+)
 from verifier.profile import KeyMatch, Profile
 from verifier.sources import CountingKvSource, D1Source, KvSource
 
@@ -53,6 +61,20 @@ def _preload(calendar: str, today: str) -> None:
     import deepdiff  # noqa: F401
 
     warm_calendar(calendar, today, today)
+
+
+def _names_by_run(
+    by_date: dict[str, list[str]], dates: list[str], runs: list[Window]
+) -> Iterator[list[str]]:
+    """The names of each run's dates (`dates`: those of `by_date`, sorted; the runs cut the
+    window in order, so each run takes the next dates it contains)."""
+    i = 0
+    for run in runs:
+        names: list[str] = []
+        while i < len(dates) and run.contains(dates[i]):
+            names.extend(by_date[dates[i]])
+            i += 1
+        yield names
 
 
 def _count(record: KvRecord, cov: Coverage) -> None:
@@ -185,24 +207,27 @@ class Verification:
     def _in_two(self, ctx: DiffContext, report: Report | None, listed: int) -> Iterator[Finding]:
         """Verify runs of dates in this process and a forked child, findings in order."""
 
-        def make_plan() -> Plan:
+        def make_plan(folder: str) -> Plan:
             by_date = self._scan(ctx, listed)
             ends = split_dates(Counter({d: len(names) for d, names in by_date.items()}))
-            return Plan(cut(self.window, ends), by_date, dict(ctx.kv_first_date))
+            runs = cut(self.window, ends)
+            dates = sorted(by_date)
+            path, spans = write_run_names(folder, _names_by_run(by_date, dates, runs))
+            span = (dates[0], dates[-1]) if dates else None
+            return Plan(runs, path, spans, span, dict(ctx.kv_first_date))
 
         def over(kv: KvSource, d1: D1Source, plan: Plan) -> Work:
             def work(i: int, ctx: DiffContext, report: Report | None) -> Iterator[Finding]:
-                window = plan.runs[i]
-                pairs = self._rematch(plan.by_date, window)
-                return self._part(window, ctx, kv, d1, report, pairs)
+                pairs = self._rematch(plan.run_names(i))
+                return self._part(plan.runs[i], ctx, kv, d1, report, pairs)
 
             return work
 
         calendar, today = self.profile.calendar, today_et(self.now)
 
         def child(plan: Plan) -> tuple[Work, DiffContext]:
-            if plan.by_date:  # every year the schedule's gaps will look at, for the parent
-                first = min(plan.by_date)
+            if plan.dates:  # every year the schedule's gaps will look at, for the parent
+                first = plan.dates[0]
                 warm_calendar(calendar, min(first, self.window.since or first), today)
             own = DiffContext(self.now, Coverage(), kv_first_date=plan.kv_first_date, ttl_of=ctx.ttl_of)
             return over(self.kv.reopened(), self.d1.reopened(), plan), own  # type: ignore[attr-defined]
@@ -241,16 +266,13 @@ class Verification:
                 by_date.setdefault(match.date, []).append(name)
         return by_date
 
-    def _rematch(
-        self, by_date: dict[str, list[str]], window: Window
-    ) -> Iterator[tuple[KeyInfo, KeyMatch]]:
-        """The scanned keys of the dates in `window` with their matches again (fetching needs
-        only the name; the listing's expiration and metadata come back with the value)."""
-        for date in sorted(d for d in by_date if window.contains(d)):
-            for name in by_date[date]:
-                match = self.profile.match(name)
-                if match is not None:
-                    yield KeyInfo(name), match
+    def _rematch(self, names: list[str]) -> Iterator[tuple[KeyInfo, KeyMatch]]:
+        """A run's scanned keys with their matches again (fetching needs only the name; the
+        listing's expiration and metadata come back with the value)."""
+        for name in names:
+            match = self.profile.match(name)
+            if match is not None:
+                yield KeyInfo(name), match
 
     def _matches(
         self, kv: KvSource, window: Window, ctx: DiffContext, listed: int | None

@@ -97,6 +97,8 @@ def test_runs_hold_about_equal_numbers_of_keys_and_whole_dates() -> None:
     many = Counter({f"2026-{m:02d}-{d:02d}": 1 + (d % 3) for m in range(1, 13) for d in range(1, 29)})
     ends = parallel.split_dates(many, minimum=1, chunks=16)
     assert len(ends) == 15 and ends == sorted(ends)
+    month = Counter({f"2026-01-{d:02d}": 100 for d in range(1, 31)})  # 3,000 keys
+    assert len(parallel.split_dates(month, minimum=1, chunks=2, most=500)) == 5  # 6 runs of 500
 
 
 def test_the_runs_hold_every_date_once_even_malformed_ones() -> None:

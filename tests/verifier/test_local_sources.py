@@ -209,6 +209,15 @@ def test_get_many_keeps_the_order_given_and_leaves_out_missing_keys(tmp_path: Pa
     ]
 
 
+@pytest.mark.parametrize("size", [65_535, 65_536, 65_537, 3 * 2**20 + 5])
+def test_values_of_any_size_are_read_whole(tmp_path: Path, size: int) -> None:
+    value = bytes(i % 251 for i in range(size))  # around the one-read size, and past it
+    put(tmp_path, "ns", KvEntry("big", value), KvEntry("small", b"x"))
+    kv = LocalKv(tmp_path, "ns")
+    assert [e.value for e in kv.get_many(["big", "small", "big"])] == [value, b"x", value]
+    kv.close()
+
+
 def test_get_many_reads_more_keys_than_one_query_holds(tmp_path: Path) -> None:
     keys = [f"key-{i}" for i in range(1203)]
     put(tmp_path, "ns", *(KvEntry(k, k.encode()) for k in keys))

@@ -162,6 +162,29 @@ pathlib.Path(ready).touch()
 """
 
 
+class Yielding(StatementCounter):
+    """After our first batch, waits until the other writer has committed another execution:
+    the two runs' transactions interleave on any machine, however it schedules them."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path, self._batches = path, 0
+
+    def after_batch(self) -> None:
+        super().after_batch()
+        self._batches += 1
+        if self._batches != 1:
+            return
+        with sqlite3.connect(self._path, timeout=30) as conn:
+            def theirs() -> int:
+                sql = "SELECT count(*) FROM job_executions WHERE metadata LIKE '%dual-writer%'"
+                return int(conn.execute(sql).fetchone()[0])
+
+            before, deadline = theirs(), time.monotonic() + 30
+            while theirs() == before and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+
 def test_a_concurrent_writer_of_the_same_jobs_causes_no_duplicates(tmp_path: Path) -> None:
     d1 = new_db(tmp_path / "d1.sqlite")
     d1.conn.execute("PRAGMA journal_mode = WAL")
@@ -177,7 +200,7 @@ def test_a_concurrent_writer_of_the_same_jobs_causes_no_duplicates(tmp_path: Pat
     while not ready.exists() and other.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
     assert ready.exists()  # the other writer is under way: the two runs overlap
-    result = apply_plans(d1, ours, ledger=ledger_for(tmp_path, d1), counter=StatementCounter(),
+    result = apply_plans(d1, ours, ledger=ledger_for(tmp_path, d1), counter=Yielding(d1.path),
                          limits=BatchLimits(max_rows=10))  # short transactions, as the worker's
     assert other.wait(60) == 0
     assert natural_key_duplicates(d1) == []

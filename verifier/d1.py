@@ -223,14 +223,68 @@ def run_of(execution_time: Any) -> str | None:
     return et_run_time(instant) if instant else None
 
 
+# Each row is built on a fast path when every value already has the type and range its checks
+# want (then the checks would flag nothing and change nothing), else through `_Checker`, which
+# flags what is wrong; tests/verifier/test_d1_rows.py holds the two paths to the same result.
+
+
+def _is_count(value: Any) -> bool:
+    return value is None or (type(value) is int and value >= 0)
+
+
+def _is_text(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
 def build_d1_job(
     row: tuple[Any, ...], symbol_rows: list[tuple[Any, ...]], report_rows: list[tuple[Any, ...]]
 ) -> D1Job:
     problems: list[RowProblem] = []
     json_texts: list[JsonText] = []
+    job = _clean_job(row, json_texts) or _checked_job(row, problems, json_texts)
+    symbols = tuple(
+        _clean_symbol(r, problems, json_texts) or _checked_symbol(r, problems, json_texts)
+        for r in symbol_rows
+    )
+    reports = tuple(
+        _clean_report(r, problems, json_texts) or _checked_report(r, problems, json_texts)
+        for r in report_rows
+    )
+    return D1Job(row[0], job, symbols, reports, tuple(problems), tuple(json_texts))
+
+
+def _clean_job(row: tuple[Any, ...], json_texts: list[JsonText]) -> JobRecord | None:
+    """The row's record if no check would flag it (the fast path), else None."""
+    row_id, job_type, date, exec_time, status, duration, processed, ok, failed, error, meta = row
+    if not (
+        type(job_type) is str
+        and job_type in JOB_TYPES
+        and type(status) is str
+        and status in STATUSES
+        and _is_count(duration)
+        and _is_count(processed)
+        and _is_count(ok)
+        and _is_count(failed)
+        and _is_text(error)
+        and _is_text(meta)
+        and is_date(date)
+    ):
+        return None
+    run = run_of(exec_time)
+    if run is None:
+        return None
+    if meta is not None:
+        json_texts.append((0, Table.JOB_EXECUTIONS, row_id, "metadata", meta))
+    key = JobKey(date, job_type, run)
+    return JobRecord(key, exec_time, status, duration, processed, ok, failed, error, meta)
+
+
+def _checked_job(
+    row: tuple[Any, ...], problems: list[RowProblem], json_texts: list[JsonText]
+) -> JobRecord:
     c = _Checker(Table.JOB_EXECUTIONS, row[0], problems, json_texts)
     (
-        row_id,
+        _,
         job_type,
         date,
         exec_time,
@@ -248,7 +302,7 @@ def build_d1_job(
     run = run_of(exec_time)
     if run is None:
         c.flag("execution_time", exec_time, "execution_time is not an ISO 8601 timestamp")
-    job = JobRecord(
+    return JobRecord(
         key=JobKey(str(date), str(job_type), run or f"?{exec_time}"),
         execution_time=c.text("execution_time", exec_time),
         status=c.enum("status", status, STATUSES),
@@ -259,9 +313,6 @@ def build_d1_job(
         error_message=c.text("error_message", error),
         metadata=c.json_text("metadata", metadata),
     )
-    symbols = tuple(_d1_symbol(r, problems, json_texts) for r in symbol_rows)
-    reports = tuple(_d1_report(r, problems, json_texts) for r in report_rows)
-    return D1Job(row_id, job, symbols, reports, tuple(problems), tuple(json_texts))
 
 
 def row_problems(job: D1Job, known: Container[str]) -> tuple[RowProblem, ...]:
@@ -278,7 +329,34 @@ def row_problems(job: D1Job, known: Container[str]) -> tuple[RowProblem, ...]:
     return tuple(problems)
 
 
-def _d1_symbol(
+def _clean_symbol(
+    r: tuple[Any, ...], problems: list[RowProblem], json_texts: list[JsonText]
+) -> D1Symbol | None:
+    """The row's symbol result if no check would flag it (the fast path), else None."""
+    _, row_id, symbol, sentiment, confidence, direction, reasoning, signals, technical, news = r
+    if not (
+        type(symbol) is str
+        and (confidence is None or (type(confidence) is float and 0.0 <= confidence <= 1.0))
+        and _is_text(sentiment)
+        and _is_text(direction)
+        and _is_text(reasoning)
+        and _is_text(signals)
+        and _is_text(technical)
+        and _is_count(news)
+    ):
+        return None
+    at = len(problems)
+    if signals is not None:
+        json_texts.append((at, Table.ANALYSIS_RESULTS, row_id, "signals", signals))
+    if technical is not None:
+        json_texts.append((at, Table.ANALYSIS_RESULTS, row_id, "technical_data", technical))
+    result = SymbolResult(
+        symbol, sentiment, confidence, direction, reasoning, signals, technical, news
+    )
+    return D1Symbol(row_id, result)
+
+
+def _checked_symbol(
     r: tuple[Any, ...], problems: list[RowProblem], json_texts: list[JsonText]
 ) -> D1Symbol:
     _, row_id, symbol, sentiment, confidence, direction, reasoning, signals, technical, news = r
@@ -304,7 +382,26 @@ def _d1_symbol(
     return D1Symbol(row_id, result)
 
 
-def _d1_report(
+def _clean_report(
+    r: tuple[Any, ...], problems: list[RowProblem], json_texts: list[JsonText]
+) -> D1Report | None:
+    """The row's report if no check would flag it (the fast path), else None."""
+    _, row_id, report_type, report_date, content, summary, high = r
+    if not (
+        type(report_type) is str
+        and report_type in JOB_TYPES
+        and _is_text(content)
+        and _is_text(summary)
+        and _is_count(high)
+        and is_date(report_date)
+    ):
+        return None
+    if content is not None:
+        json_texts.append((len(problems), Table.REPORT_SNAPSHOTS, row_id, "content", content))
+    return D1Report(row_id, ReportRecord(report_type, report_date, content, summary, high))
+
+
+def _checked_report(
     r: tuple[Any, ...], problems: list[RowProblem], json_texts: list[JsonText]
 ) -> D1Report:
     _, row_id, report_type, report_date, content, summary, high = r

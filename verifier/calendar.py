@@ -222,10 +222,15 @@ def expected_jobs(
     since: str, until: str, schedule: dict[str, str], calendar: str = "NYSE"
 ) -> Iterator[tuple[str, str]]:
     """`(date, job_type)` for every job the schedule expects in the window, in date order."""
+    ordered = sorted(schedule.items())
+    rules = set(schedule.values())
     for day in iter_days(since, until):
-        for job_type, rule in sorted(schedule.items()):
-            if scheduled_on(rule, day, calendar):
-                yield day.isoformat(), job_type
+        on = {rule: scheduled_on(rule, day, calendar) for rule in rules}  # once a rule, a day
+        if any(on.values()):
+            date = day.isoformat()
+            for job_type, rule in ordered:
+                if on[rule]:
+                    yield date, job_type
 
 
 def today_et(now: dt.datetime | None = None) -> str:

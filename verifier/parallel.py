@@ -45,6 +45,7 @@ from verifier.model import Coverage, Finding, Window
 PARALLEL_MIN_KEYS = 2000  # matched keys: below this, a fork costs more than it saves
 PARALLEL_MIN_LISTED = 20_000  # listed keys before the child is forked (it loads while we list)
 CHUNKS = 32  # runs of dates at least: the last one taken bounds the idle time of the other process
+TAPER = 4  # the last runs, cut in halves
 RUN_KEYS = 400  # matched keys a run holds at most (more runs as the window grows): what a run
 #                 holds in memory stays what it is at 100k keys, whatever the size
 WORKERS_ENV = "KV2D1_WORKERS"
@@ -79,8 +80,9 @@ def split_dates(
     dates: Counter[str], *, minimum: int | None = None, chunks: int = CHUNKS, most: int = RUN_KEYS
 ) -> list[str]:
     """The dates ending each run but the last: runs of about `1/chunks` of the keys each, or
-    of about `most` keys when that makes more runs (a date is never split, so a run holding one
-    date may hold more).
+    of about `most` keys when that makes more runs, the last `TAPER` of them cut in halves (the
+    last runs taken are short, so the two processes finish close together). A date is never
+    split, so a run holding one date may hold more.
 
     Empty (no split) when there are fewer than `minimum` (default `PARALLEL_MIN_KEYS`) keys or
     a single date.
@@ -88,16 +90,18 @@ def split_dates(
     total = sum(dates.values())
     if total < (PARALLEL_MIN_KEYS if minimum is None else minimum) or len(dates) < 2:
         return []
-    chunks = max(chunks, -(-total // most))
-    ordered = sorted(dates)
+    n = max(chunks, -(-total // most))
+    taper = min(TAPER, n // 2)
+    # where each run ends, in half runs: whole runs, then `taper` runs in halves
+    marks = [*range(2, 2 * (n - taper) + 1, 2), *range(2 * (n - taper) + 1, 2 * n)]
     ends: list[str] = []
-    seen, target = 0, 1
-    for date in ordered[:-1]:
+    seen, j = 0, 0
+    for date in sorted(dates)[:-1]:
         seen += dates[date]
-        if seen * chunks >= target * total:
+        if j < len(marks) and seen * 2 * n >= marks[j] * total:
             ends.append(date)
-            while seen * chunks >= target * total:
-                target += 1
+            while j < len(marks) and seen * 2 * n >= marks[j] * total:
+                j += 1
     return ends
 
 

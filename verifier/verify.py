@@ -398,11 +398,10 @@ class Verification:
             report(cov.keys_matched)
 
     def _schedule_gaps(self, ctx: DiffContext) -> Iterator[Finding]:
-        seen = ctx.groups_seen | ctx.kv_invalid_groups
-        dates = sorted(d for d, _ in seen)
-        since = self.window.since or (dates[0] if dates else None)
+        seen = ctx.groups_seen | ctx.kv_invalid_groups if ctx.kv_invalid_groups else ctx.groups_seen
+        since = self.window.since or min((d for d, _ in seen), default=None)
         yesterday = (dt.date.fromisoformat(today_et(self.now)) - dt.timedelta(days=1)).isoformat()
-        until = min(self.window.until or (dates[-1] if dates else yesterday), yesterday)
+        until = min(self.window.until or max((d for d, _ in seen), default=yesterday), yesterday)
         if since is None or since > until:
             return
         yield from schedule_gaps(

@@ -163,14 +163,15 @@ def test_expired_keys_are_skipped_not_deleted(tmp_path: Path) -> None:
         KvEntry("dead", b"x", expiration=NOW_S - 1),
         KvEntry("edge", b"x", expiration=NOW_S),  # listed while expiration >= now (ms)
         KvEntry("live", b"x", expiration=NOW_S + 1),
+        KvEntry("lasting", b"x"),  # no expiration at all
     )  # fmt: skip
     kv = LocalKv(tmp_path, "ns", now_ms=NOW_MS)
 
-    assert [k.name for k in kv.iter_keys()] == ["edge", "live"]
-    assert list(kv.iter_key_names()) == ["edge", "live"] and kv.count_keys() == 2
+    assert [k.name for k in kv.iter_keys()] == ["edge", "lasting", "live"]
+    assert list(kv.iter_key_names()) == ["edge", "lasting", "live"] and kv.count_keys() == 3
     # A get uses miniflare's stricter `expiration > now`, so `edge` is gone for it.
     assert [e.key for e in kv.get_many(["dead", "edge", "live"])] == ["live"]
-    assert [row[0] for row in kv_rows(tmp_path, "ns")] == ["dead", "edge", "live"]
+    assert [row[0] for row in kv_rows(tmp_path, "ns")] == ["dead", "edge", "lasting", "live"]
 
 
 def test_keys_are_read_in_pages(tmp_path: Path) -> None:

@@ -309,7 +309,13 @@ class LocalKv:
     def count_keys(self) -> int:
         """How many live keys `iter_keys()` would list."""
         now = self._now if self._now is not None else _now_ms()
-        sql = "SELECT count(*) FROM _mf_entries WHERE expiration IS NULL OR expiration >= ?"
+        # All keys less the expired ones: SQLite counts a table without reading its rows, and
+        # miniflare's index on expiration finds the expired ones (a scan of every row was ~5 ms
+        # at 100k keys).
+        sql = (
+            "SELECT (SELECT count(*) FROM _mf_entries)"
+            " - (SELECT count(*) FROM _mf_entries WHERE expiration < ?)"
+        )
         return int(self._rows(sql, (now,))[0][0])
 
     def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:

@@ -1,10 +1,13 @@
 """Verifying a window in two processes that share out runs of dates.
 
-The window is cut into `CHUNKS` runs of whole dates holding about as many matched KV keys each;
-the parent and one forked child take runs from a shared queue until none is left, and verify
-each run as the single-process verify does (fetch, normalise, spool, merge-join with D1), so the
-diff's groups, (date, job type), never straddle two runs. Taking runs from a queue balances
-the load whatever the cost of a date (old analysis payloads cost several times a status key).
+The window is cut into runs of whole dates holding about as many matched KV keys each (at least
+`CHUNKS` runs, at most about `RUN_KEYS` keys a run, the last `TAPER` runs in halves); the parent
+and one forked child take runs from a shared queue until none is left, and verify each run as
+the single-process verify does (fetch, normalise, spool, merge-join with D1), so the diff's
+groups, (date, job type), never straddle two runs. Taking runs from a queue balances the load
+whatever the cost of a date (old analysis payloads cost several times a status key); short
+runs at the end let both processes finish together; each run reads its key names from a file,
+so neither process holds the whole listing.
 
 Findings come out in run order, as one process gives them: the parent streams a run the
 moment every earlier run is out, and parks the others (its own and the child's) in temporary

@@ -42,8 +42,6 @@ from backfill.ledger import (
 )
 from backfill.lookup import (
     MAX_IDS_SQL,
-    RECONCILE_AFTER,
-    RECONCILE_BEFORE,
     AnnouncedJob,
     find_inserted,
     ids_of,
@@ -70,8 +68,6 @@ __all__ = [
     "BATCH_ROWS_ENV",
     "KILL_ENV",
     "LEDGER_SUFFIX",
-    "RECONCILE_AFTER",
-    "RECONCILE_BEFORE",
     "REVERT_BATCH",
     "SQL_TIME",
     "ApplyResult",
@@ -279,7 +275,7 @@ def apply_batch(
         d1, (MAX_IDS_SQL, ()), [(s.statement.sql, s.statement.params) for s in statements],
         [lookup_statement(announced, ledger.run_id), (MAX_IDS_SQL, ())], counter,
     )
-    found = rows_inserted(announced, lookup, ids_of(before))
+    found = rows_inserted(announced, lookup, ids_of(before), ledger.run_id)
     done = [{"event": "done", "seq": j.seq, "rows": [r.to_json() for r in found[j.seq]]}
             for j in announced]
     ledger.append_many(done)

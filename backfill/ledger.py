@@ -16,7 +16,7 @@ the seq of the batch's first job. A run killed between the `job` lines of a batc
 `done` lines is reconciled when it resumes (or is reverted) by `backfill.lookup`: an execution
 is the run's when its `metadata` names the run id; a child row added to an execution D1 already
 had is the run's when it has an intended natural key, an id above the max id recorded before the
-batch and a `created_at` close to the `job` line's time.
+batch and a `created_at` that ends in the run's stamp (`backfill.plan.Provenance.stamp`).
 
 `backfill.apply` writes the ledger; `backfill.revert` reads it to undo a run.
 """

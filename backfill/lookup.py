@@ -19,26 +19,25 @@ ids was inserted by the batch, and a latest record's parent is the one its inser
 After a kill the batch's own reads are lost; the query runs on its own (`find_inserted`) above
 the announced max ids, which may be lower than the ids before the batch. A child under an
 execution the run inserted is the run's; a child added to an execution D1 already had might be
-a concurrent writer's, so only one with a `created_at` close to the `job` line's time
-(`RECONCILE_BEFORE`, `RECONCILE_AFTER`) counts.
+a concurrent writer's, so only one whose `created_at` ends in the run's stamp
+(`Provenance.stamp`, which the run's inserts write) counts. The same stamp keeps, in a batch
+retried after a lost answer, the children its first, committed attempt added below the max ids
+the retry read.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backfill.ledger import SQL_TIME, InsertedRow, Ledger, LedgerRun
+from backfill.ledger import InsertedRow, Ledger, LedgerRun
 from backfill.packing import parent_id_sql
 from backfill.plan import CHILD_KEY_COLUMN, ExecutionKey, Provenance
 from verifier.model import Table
 from verifier.sources import D1Source
 
-RECONCILE_BEFORE = dt.timedelta(minutes=2)  # clock skew between us and D1's `datetime('now')`
-RECONCILE_AFTER = dt.timedelta(minutes=15)  # a transaction may wait out a busy timeout first
 CHILD_TABLES = (Table.ANALYSIS_RESULTS, Table.REPORT_SNAPSHOTS)
 
 WantedRow = tuple[str, str, str | None]  # table, natural key, child key (None: the execution)
@@ -65,11 +64,6 @@ class AnnouncedJob:
             tuple((r["table"], r["natural_key"], r.get("key")) for r in event["rows"]),
             {t: int(v) for t, v in event["max_ids"].items()}, str(event["at"]),
         )
-
-    def window(self) -> tuple[str, str]:
-        at = dt.datetime.strptime(self.at, SQL_TIME)
-        low, high = at - RECONCILE_BEFORE, at + RECONCILE_AFTER
-        return low.strftime(SQL_TIME), high.strftime(SQL_TIME)
 
 
 def _lookup_sql() -> str:
@@ -147,20 +141,23 @@ def rows_inserted(
     jobs: Sequence[AnnouncedJob],
     lookup_rows: Iterable[Sequence[Any]],
     above: Mapping[str, int],
+    run_id: str,
 ) -> dict[int, list[InsertedRow]]:
-    """The rows each job of one batch inserted, by job seq, from the rows the batch's
-    `lookup_statement` read in its own transaction and the max ids (`above`) its first
+    """The rows each job of one batch of run `run_id` inserted, by job seq, from the rows the
+    batch's `lookup_statement` read in its own transaction and the max ids (`above`) its first
     statement read there.
 
     A row above `above` is the batch's. Below it (and above the announced ids) only the run's
-    own executions and their children are kept: an earlier attempt of a retried batch may
-    have inserted them; any other row there is another writer's.
+    own rows are kept, its executions, their children and the children with its stamp: an
+    earlier attempt of a retried batch may have inserted them; any other row there is another
+    writer's.
     """
+    stamp = Provenance(run_id).stamp
     rows = list(lookup_rows)
     runs = {int(r[1]) for r in rows if r[0] == Table.JOB_EXECUTIONS}
     kept = [r for r in rows if r[0] in ("parent", Table.JOB_EXECUTIONS)
-            or int(r[1]) > above[str(r[0])] or int(r[2]) in runs]
-    return _claim_all(jobs, _index(kept), after_kill=False)
+            or int(r[1]) > above[str(r[0])] or int(r[2]) in runs or _stamped(r[4], stamp)]
+    return _claim_all(jobs, _index(kept), stamp, after_kill=False)
 
 
 def find_inserted(
@@ -177,12 +174,13 @@ def find_inserted(
     if not jobs:
         return {}
     found = _index(d1.query(*lookup_statement(jobs, run_id)))
-    return _claim_all(jobs, found, claimed=claimed, after_kill=True)
+    return _claim_all(jobs, found, Provenance(run_id).stamp, claimed=claimed, after_kill=True)
 
 
 def _claim_all(
     jobs: Sequence[AnnouncedJob],
     found: _Found,
+    stamp: str,
     *,
     claimed: frozenset[tuple[str, int]] = frozenset(),
     after_kill: bool,
@@ -195,7 +193,7 @@ def _claim_all(
         result[job.seq] = rows = []
         for table, natural_key, key in job.rows:
             row = _claim(found, job, parent_of.get(job.execution), (table, natural_key, key),
-                         batch_executions, after_kill=after_kill)
+                         batch_executions, stamp, after_kill=after_kill)
             if row is not None and (row.table, row.rowid) not in taken:
                 taken.add((row.table, row.rowid))
                 rows.append(row)
@@ -208,6 +206,7 @@ def _claim(
     parent_id: int | None,
     wanted: WantedRow,
     batch_executions: set[int],
+    stamp: str,
     *,
     after_kill: bool,
 ) -> InsertedRow | None:
@@ -219,13 +218,14 @@ def _claim(
     if parent_id is None or (child := found.children.get((table, parent_id, key))) is None:
         return None
     parent = "new" if parent_id in batch_executions else "existing"
-    if after_kill and parent == "existing" and not _created_within(child[1], job.window()):
+    if after_kill and parent == "existing" and not _stamped(child[1], stamp):
         return None
     return InsertedRow(table, natural_key, key, child[0], parent_id, parent)
 
 
-def _created_within(created_at: str | None, window: tuple[str, str]) -> bool:
-    return created_at is not None and window[0] <= created_at <= window[1]
+def _stamped(created_at: Any, stamp: str) -> bool:
+    """Whether a child's `created_at` ends in the run's stamp (the run inserted it)."""
+    return isinstance(created_at, str) and created_at.endswith(stamp)
 
 
 # --- after a kill ----------------------------------------------------------------------------

@@ -4,11 +4,11 @@ D1 allows at most 100 bound parameters and 100,000 bytes of SQL per statement, a
 batch: one transaction) must finish within 30 s. A statement here inserts many rows of one
 table, each row one tuple of a `VALUES` list and each still guarded by its own natural key:
 
-    INSERT INTO analysis_results (execution_id, symbol, …)
+    INSERT INTO analysis_results (execution_id, symbol, …, created_at)
     WITH v(job_type, execution_date, run_time, symbol, …) AS (VALUES
       (?, ?, ?, ?, …),
       (?, ?, NULL, ?, …))
-    SELECT je.id, v.symbol, … FROM v
+    SELECT je.id, v.symbol, …, datetime('now') || '.000482610473' FROM v
     JOIN job_executions AS je ON je.id = CASE WHEN v.run_time IS NULL
         THEN (SELECT pe.id FROM job_executions AS pe WHERE pe.job_type = v.job_type AND …
               ORDER BY pe.execution_time DESC, pe.id LIMIT 1)
@@ -18,7 +18,9 @@ table, each row one tuple of a `VALUES` list and each still guarded by its own n
     WHERE NOT EXISTS (SELECT 1 FROM analysis_results AS c
                       WHERE c.execution_id = je.id AND c.symbol = v.symbol)
 
-A child's `run_time` is NULL for a latest record (its execution: the latest of the date). An
+A child's `run_time` is NULL for a latest record (its execution: the latest of the date); its
+`created_at` ends in the run's stamp (`Provenance.stamp`: how the run's children are told from a
+concurrent writer's after a kill). An
 execution's tuple ends in a literal `per_run` flag: its key is its own `execution_time` to the
 second, or its date alone. NULL values are written as `NULL`, not bound. (`INSERT … WITH`,
 not `WITH … INSERT`: a statement that starts with INSERT reports its row count in Python.)
@@ -38,6 +40,7 @@ What keeps the meaning of one guarded insert per row, one job after another:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,8 +110,14 @@ def parent_id_sql(alias: str) -> str:
     )
 
 
-def insert_sql(table: Table, columns: Sequence[str], tuples: Sequence[str]) -> str:
-    """The guarded multi-row insert of `tuples` (each `(…)`) into `table`."""
+_STAMP = re.compile(r"\.[0-9]+")
+
+
+def insert_sql(
+    table: Table, columns: Sequence[str], tuples: Sequence[str], stamp: str | None = None
+) -> str:
+    """The guarded multi-row insert of `tuples` (each `(…)`) into `table`; a child's
+    `created_at` is `datetime('now')` followed by `stamp` (a run's `Provenance.stamp`) if given."""
     names = ", ".join(columns)
     picked = ", ".join(f"v.{c}" for c in columns)
     values = SEPARATOR.join(tuples)
@@ -124,10 +133,15 @@ def insert_sql(table: Table, columns: Sequence[str], tuples: Sequence[str]) -> s
             f"    AND (v.per_run = 0 OR {same_second}))"
         )
     key = CHILD_KEY_COLUMN[table]
+    inserted, selected = names, picked
+    if stamp is not None:
+        if not _STAMP.fullmatch(stamp):  # written into the SQL: digits only
+            raise ValueError(f"a created_at stamp is a dot and digits, not {stamp!r}")
+        inserted, selected = f"{names}, created_at", f"{picked}, datetime('now') || '{stamp}'"
     return (
-        f"INSERT INTO {table} (execution_id, {names})\n"
+        f"INSERT INTO {table} (execution_id, {inserted})\n"
         f"WITH v({', '.join(PARENT_COLUMNS)}, {names}) AS (VALUES\n  {values})\n"
-        f"SELECT je.id, {picked} FROM v\n"
+        f"SELECT je.id, {selected} FROM v\n"
         f"JOIN job_executions AS je ON je.id = {parent_id_sql('v')}\n"
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS c "
         f"WHERE c.execution_id = je.id AND c.{key} = v.{key})"
@@ -194,6 +208,7 @@ class _Pending:
 
     table: Table
     columns: tuple[str, ...]
+    stamp: str | None
     size: int
     tuples: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
@@ -202,8 +217,8 @@ class _Pending:
 
     @classmethod
     def start(cls, row: RowInsert) -> _Pending:
-        base = insert_sql(row.table, row.columns, [])
-        return cls(row.table, row.columns, len(base.encode("utf-8")))
+        base = insert_sql(row.table, row.columns, [], row.stamp)
+        return cls(row.table, row.columns, row.stamp, len(base.encode("utf-8")))
 
     def takes(self, row: RowInsert, values: ValuesRow, size: int, limits: StatementLimits) -> bool:
         if not self.rows:
@@ -213,7 +228,7 @@ class _Pending:
             and len(self.params) + len(values.params) > limits.max_params
         )
         over_bytes = self.size + size > limits.max_bytes
-        mixed = (row.table, row.columns) != (self.table, self.columns)
+        mixed = (row.table, row.columns, row.stamp) != (self.table, self.columns, self.stamp)
         return not (over_params or over_bytes or mixed or self.keys.collides(row))
 
     def add(self, row: RowInsert, values: ValuesRow, size: int) -> None:
@@ -224,7 +239,7 @@ class _Pending:
         self.size += size
 
     def packed(self) -> PackedStatement:
-        sql = insert_sql(self.table, self.columns, self.tuples)
+        sql = insert_sql(self.table, self.columns, self.tuples, self.stamp)
         return PackedStatement(self.table, Statement(sql, tuple(self.params)), tuple(self.rows))
 
 

@@ -28,6 +28,7 @@ A record's repeated symbol is planned once, from its first result. `field_mismat
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 import sqlite3
@@ -83,6 +84,17 @@ class Provenance:
         """A substring every execution of this run has in its canonical `metadata`."""
         return canonical_json({"run_id": self.run_id})[1:-1]
 
+    @property
+    def stamp(self) -> str:
+        """What this run's child rows (which have no `metadata`) carry at the end of their
+        `created_at`: `datetime('now')` then `.000` and nine digits of the run id's hash, so
+        `2026-11-29 09:07:51.000482610473`. SQLite reads three digits of a fraction, so the time
+        is the insert's to the second; no other writer's row has the digits (the dual-writing
+        worker leaves `created_at` to its default). It is how the run's children are told
+        from the worker's after a kill or a lost answer (`backfill.lookup`)."""
+        digest = hashlib.sha256(self.run_id.encode("utf-8")).hexdigest()
+        return f".000{int(digest[:12], 16) % 10**9:09d}"
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutionKey:
@@ -112,6 +124,7 @@ class RowInsert:
     columns: tuple[str, ...]
     values: tuple[Any, ...]
     child_key: str | None = None
+    stamp: str | None = None  # a child's `created_at` suffix (`Provenance.stamp`)
 
     def to_json(self) -> dict[str, Any]:
         values = dict(zip(self.columns, self.values, strict=True))
@@ -156,7 +169,9 @@ def execution_row(record: KvRecord, provenance: Provenance) -> RowInsert:
     )
 
 
-def symbol_rows(record: KvRecord, symbols: Iterable[str] | None = None) -> list[RowInsert]:
+def symbol_rows(
+    record: KvRecord, symbols: Iterable[str] | None = None, *, stamp: str | None = None
+) -> list[RowInsert]:
     """Rows for the record's symbol results (all, or those named), first of repeated symbols."""
     wanted = None if symbols is None else set(symbols)
     rows: dict[str, RowInsert] = {}
@@ -167,12 +182,12 @@ def symbol_rows(record: KvRecord, symbols: Iterable[str] | None = None) -> list[
         rows[result.symbol] = RowInsert(
             Table.ANALYSIS_RESULTS, f"{record.job.key}/{result.symbol}",
             ExecutionKey.of(record.job), tuple(values), tuple(values.values()),
-            child_key=result.symbol,
+            child_key=result.symbol, stamp=stamp,
         )
     return list(rows.values())
 
 
-def report_rows(record: KvRecord) -> list[RowInsert]:
+def report_rows(record: KvRecord, *, stamp: str | None = None) -> list[RowInsert]:
     if record.report is None:
         return []
     values = report_row(record.report)
@@ -180,7 +195,7 @@ def report_rows(record: KvRecord) -> list[RowInsert]:
         RowInsert(
             Table.REPORT_SNAPSHOTS, f"{record.job.key}/report:{record.report.report_type}",
             ExecutionKey.of(record.job), tuple(values), tuple(values.values()),
-            child_key=record.report.report_type,
+            child_key=record.report.report_type, stamp=stamp,
         )
     ]
 
@@ -195,12 +210,17 @@ def job_plan(
 ) -> JobPlan:
     """The rows one record's missing findings call for."""
     tables = {f.table for f in findings}
+    stamp = provenance.stamp
     if Table.JOB_EXECUTIONS in tables:
-        rows = [execution_row(record, provenance), *symbol_rows(record), *report_rows(record)]
+        rows = [
+            execution_row(record, provenance),
+            *symbol_rows(record, stamp=stamp),
+            *report_rows(record, stamp=stamp),
+        ]
     else:
         named = [_symbol_of(f, record) for f in findings if f.table == Table.ANALYSIS_RESULTS]
-        rows = symbol_rows(record, named) if named else []
-        rows += report_rows(record) if Table.REPORT_SNAPSHOTS in tables else []
+        rows = symbol_rows(record, named, stamp=stamp) if named else []
+        rows += report_rows(record, stamp=stamp) if Table.REPORT_SNAPSHOTS in tables else []
     urgent = any(f.category == Category.EXPIRING_SOON for f in findings)
     return JobPlan(seq, record.kv_key, record.job.key, tuple(rows), urgent, record.expiration)
 

@@ -78,8 +78,9 @@ def record(
 
 
 def job(seq: int, rec: KvRecord, *, whole: bool = True, by: Provenance = RUN) -> JobPlan:
-    """A plan straight from a record: the whole job, or its children only."""
-    children = [*symbol_rows(rec), *report_rows(rec)]
+    """A plan straight from a record: the whole job, or its children only (stamped as `by`'s,
+    as `backfill.plan.job_plan` stamps them)."""
+    children = [*symbol_rows(rec, stamp=by.stamp), *report_rows(rec, stamp=by.stamp)]
     rows = [execution_row(rec, by), *children] if whole else children
     return JobPlan(seq, rec.kv_key, rec.job.key, tuple(rows))
 

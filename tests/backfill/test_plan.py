@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backfill.packing import StatementLimits, job_statements, pack_rows
+from backfill.packing import StatementLimits, insert_sql, job_statements, pack_rows
 from backfill.plan import (
     BACKFILLED,
     JobPlan,
@@ -144,6 +144,28 @@ def test_a_missing_job_plans_its_execution_children_and_provenance(tmp_path: Pat
         + '","run_id":"20261129T120000Z-abcdef","tool":"kv2d1","version":"0.1.0"}}'
     )
     assert RUN.marker in metadata
+
+
+def test_the_runs_children_carry_its_stamp_in_a_created_at_sqlite_still_reads(
+    tmp_path: Path,
+) -> None:
+    conn = new_db(tmp_path / "d1.sqlite")
+    conn.execute("INSERT INTO job_executions (job_type, execution_date, execution_time, status) "
+                 "VALUES ('analysis', '2026-11-16', '2026-11-16T14:30:00.000Z', 'success')")
+    conn.execute("INSERT INTO analysis_results (execution_id, symbol) VALUES (1, 'AAPL')")
+    apply(conn, plans_for(conn, [record(symbols=("AAPL", "MSFT"), report=False)]))
+    apply(conn, plans_for(conn, [record("2026-11-17", symbols=("NVDA",))]))
+    rows = conn.execute("SELECT symbol, created_at, datetime(created_at) = substr(created_at, 1, "
+                        "19) FROM analysis_results ORDER BY id").fetchall()
+    assert [(s, c.endswith(RUN.stamp), same) for s, c, same in rows] == [
+        ("AAPL", False, 1),  # the worker's: the default `datetime('now')`
+        ("MSFT", True, 1),  # under the worker's execution
+        ("NVDA", True, 1),  # under the run's own
+    ]
+    assert re.fullmatch(r"\.000[0-9]{9}", RUN.stamp)
+    assert Provenance(RUN.run_id).stamp == RUN.stamp != Provenance("another run").stamp
+    with pytest.raises(ValueError, match="dot and digits"):
+        insert_sql(Table.ANALYSIS_RESULTS, ("symbol",), ["(?)"], "'; DROP TABLE x; --")
 
 
 def test_rows_of_existing_executions_join_them_by_natural_key(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
-"""Review findings on the packed backfill write path (commit a393413), as failing tests.
+"""Review findings on the packed backfill write path (commit a393413), as regression tests.
 
-Each test uses real SQLite files (or the loopback Cloudflare API, itself backed by SQLite). The
-fixed ones are plain regression tests; the others are `xfail(strict=True)`, known limitations
-that stay visible (and fail the suite the day they start passing) until they are fixed. "Another writer" is a plain
-second SQLite connection committing rows at a chosen moment, as the dual-writing worker would.
+Each test uses real SQLite files (or the loopback Cloudflare API, itself backed by SQLite).
+"Another writer" is a plain second SQLite connection committing rows at a chosen moment, as the
+dual-writing worker would. Findings 2 and 3 were known limitations (strict xfails) until the
+run's child rows carried its stamp in `created_at` (`Provenance.stamp`).
 """
 
 from __future__ import annotations
@@ -128,13 +128,6 @@ def remote_d1(cf_server: CloudflareStub) -> tuple[RemoteD1, sqlite3.Connection]:
     return RemoteD1(client, database), cf_server.d1(database)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a retried batch reads max ids above the rows its first, committed attempt inserted; "
-    "of those rows only the run's executions and their children are known to be the run's, so "
-    "the ledger misses the children it added to executions D1 already had and --revert leaves "
-    "them behind",
-)
 def test_a_batch_committed_twice_over_a_lost_answer_still_records_its_rows(
     cf_server: CloudflareStub, remote_d1: tuple[RemoteD1, sqlite3.Connection], tmp_path: Path
 ) -> None:
@@ -158,18 +151,12 @@ def test_a_batch_committed_twice_over_a_lost_answer_still_records_its_rows(
              for (i,) in db.execute(f"SELECT id FROM {t} WHERE id > ?", (n,))}
     assert added == {("analysis_results", 2), ("analysis_results", 3),
                      ("job_executions", 2), ("analysis_results", 4)}
-    assert ledger_rows(tmp_path) == added  # fails: MSFT and NVDA (under execution 1) missing
+    assert ledger_rows(tmp_path) == added  # MSFT and NVDA too: under execution 1, stamped
 
 
 # --- 3. a batch killed before it was sent claims the worker's dual-written rows ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a kill the batch's row count is unknown and reconcile claims any child with "
-    "an intended key, an id above the max ids and a created_at within the window: a row the "
-    "worker dual-writes while the run is down is recorded as the run's, and --revert deletes it",
-)
 def test_a_batch_killed_before_its_request_claims_no_row_on_resume(tmp_path: Path) -> None:
     d1 = new_db(tmp_path / "d1.sqlite")
     worker_rows(d1)
@@ -181,7 +168,7 @@ def test_a_batch_killed_before_its_request_claims_no_row_on_resume(tmp_path: Pat
     before = content(d1.path)
     resumed = Ledger.resume(load_run(tmp_path / "runs", RUN.run_id))
     reconcile(d1, resumed)
-    assert ledger_rows(tmp_path) == set()  # fails: {("analysis_results", 2)}, the worker's
+    assert ledger_rows(tmp_path) == set()  # not the worker's MSFT: it has no stamp
     run = load_run(tmp_path / "runs", RUN.run_id)
     apply_revert(d1, plan_revert(d1, run), ledger=Ledger(run.path, RUN.run_id))
     assert content(d1.path) == before

@@ -165,6 +165,11 @@ class CountingD1:
     def describe(self) -> str:
         return self.inner.describe()
 
+    def reopened(self) -> Any:
+        """The inner source over a new connection, for the verify's forked process (it only
+        reads: writes are counted here, in the process that applies), as the CLI's verify gets."""
+        return self.inner.reopened()
+
     def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         items = list(statements)
         changes = self.inner.execute_batch(statements)

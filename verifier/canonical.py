@@ -50,7 +50,10 @@ def _canonical_value(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float):
-        return canonical_number(value)
+        # A number too large for a double (`1e400`, valid JSON) parses to infinity, which JSON
+        # cannot hold: written `null`, as JavaScript's JSON.stringify (the worker's) and orjson
+        # write it, so canonical JSON exists for every parsed value.
+        return canonical_number(value) if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _canonical_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -59,7 +62,8 @@ def _canonical_value(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """Sorted keys, compact separators, integral floats as integers, non-ASCII kept."""
+    """Sorted keys, compact separators, integral floats as integers, numbers beyond a double
+    (infinite once parsed) as null, non-ASCII kept."""
     return json.dumps(
         _canonical_value(value),
         sort_keys=True,

@@ -11,6 +11,7 @@ from verifier.canonical import (
     canonical_json,
     canonical_json_of_parsed,
     compare_field,
+    compare_json_text,
     parse_json_text,
     stable_id,
 )
@@ -133,3 +134,10 @@ def test_invalid_json_is_refused_with_json_s_own_message(text: str) -> None:
     with pytest.raises(ValueError) as theirs:
         json.loads(text, parse_constant=_reject)
     assert str(ours.value) == str(theirs.value) or text == "NaN"
+
+
+def test_a_number_beyond_a_double_is_null_as_javascript_writes_it() -> None:
+    value = parse_json_text('{"a": 1e400, "b": [-1e400, 3.0]}')  # valid JSON, infinite once read
+    assert canonical_json(value) == canonical_json_of_parsed(value) == '{"a":null,"b":[null,3]}'
+    assert canonical_json_of_parsed({"a": 1e400}) == '{"a":null}'  # alone: orjson's own path
+    assert compare_json_text('{"a":null}', '{"a": 1e400}') == (True, "json_canonical")

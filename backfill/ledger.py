@@ -16,7 +16,9 @@ the seq of the batch's first job. A run killed between the `job` lines of a batc
 `done` lines is reconciled when it resumes (or is reverted) by `backfill.lookup`: an execution
 is the run's when its `metadata` names the run id; a child row added to an execution D1 already
 had is the run's when it has an intended natural key, an id above the max id recorded before the
-batch and a `created_at` that ends in the run's stamp (`backfill.plan.Provenance.stamp`).
+batch and a `created_at` that ends in the run's stamp (`backfill.plan.Provenance.stamp`; for a
+run whose `started` line lacks `stamped`, begun before the stamp, a `created_at` close to the
+`job` line's time).
 
 `backfill.apply` writes the ledger; `backfill.revert` reads it to undo a run.
 """
@@ -83,7 +85,7 @@ class Ledger:
                 "choose another with --ledger-dir"
             ) from exc
         ledger = cls(directory / f"{run_id}{LEDGER_SUFFIX}", run_id)
-        first = {"event": "started", "run_id": run_id, "at": utc_now(), **started}
+        first = {"event": "started", "run_id": run_id, "at": utc_now(), "stamped": True, **started}
         ledger.append(first, sync=True)
         return ledger
 
@@ -160,6 +162,12 @@ class LedgerRun:
     @property
     def mode(self) -> str:
         return str(self.started.get("mode", "apply"))
+
+    @property
+    def stamped(self) -> bool:
+        """Whether the run's child rows carry its stamp in `created_at` (runs started by a
+        kv2d1 from before the stamp do not: `backfill.lookup` falls back to their time)."""
+        return bool(self.started.get("stamped"))
 
     @property
     def target(self) -> str | None:

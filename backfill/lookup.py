@@ -20,24 +20,29 @@ After a kill the batch's own reads are lost; the query runs on its own (`find_in
 the announced max ids, which may be lower than the ids before the batch. A child under an
 execution the run inserted is the run's; a child added to an execution D1 already had might be
 a concurrent writer's, so only one whose `created_at` ends in the run's stamp
-(`Provenance.stamp`, which the run's inserts write) counts. The same stamp keeps, in a batch
+(`Provenance.stamp`, which the run's inserts write) counts; for a run begun before the stamp
+existed (its ledger's `started` line lacks `stamped`), one with a `created_at` close to the
+`job` line's time (`UNSTAMPED_BEFORE`, `UNSTAMPED_AFTER`), as then. The same stamp keeps, in a batch
 retried after a lost answer, the children its first, committed attempt added below the max ids
 the retry read.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backfill.ledger import InsertedRow, Ledger, LedgerRun
+from backfill.ledger import SQL_TIME, InsertedRow, Ledger, LedgerRun
 from backfill.packing import parent_id_sql
 from backfill.plan import CHILD_KEY_COLUMN, ExecutionKey, Provenance
 from verifier.model import Table
 from verifier.sources import D1Source
 
+UNSTAMPED_BEFORE = dt.timedelta(minutes=2)  # clock skew between us and D1's `datetime('now')`
+UNSTAMPED_AFTER = dt.timedelta(minutes=15)  # a transaction may wait out a busy timeout first
 CHILD_TABLES = (Table.ANALYSIS_RESULTS, Table.REPORT_SNAPSHOTS)
 
 WantedRow = tuple[str, str, str | None]  # table, natural key, child key (None: the execution)
@@ -64,6 +69,12 @@ class AnnouncedJob:
             tuple((r["table"], r["natural_key"], r.get("key")) for r in event["rows"]),
             {t: int(v) for t, v in event["max_ids"].items()}, str(event["at"]),
         )
+
+    def window(self) -> tuple[str, str]:
+        """Around the `job` line's time: where an unstamped run's children were created."""
+        at = dt.datetime.strptime(self.at, SQL_TIME)
+        low, high = at - UNSTAMPED_BEFORE, at + UNSTAMPED_AFTER
+        return low.strftime(SQL_TIME), high.strftime(SQL_TIME)
 
 
 def _lookup_sql() -> str:
@@ -166,21 +177,24 @@ def find_inserted(
     run_id: str,
     *,
     claimed: frozenset[tuple[str, int]] = frozenset(),
+    stamped: bool = True,
 ) -> dict[int, list[InsertedRow]]:
     """The rows each job of one killed batch inserted, by job seq (see the module docstring).
 
-    `claimed` holds rows the ledger already gives to other jobs.
+    `claimed` holds rows the ledger already gives to other jobs; `stamped` says whether the
+    run's children carry its stamp (`LedgerRun.stamped`).
     """
     if not jobs:
         return {}
     found = _index(d1.query(*lookup_statement(jobs, run_id)))
-    return _claim_all(jobs, found, Provenance(run_id).stamp, claimed=claimed, after_kill=True)
+    stamp = Provenance(run_id).stamp if stamped else None
+    return _claim_all(jobs, found, stamp, claimed=claimed, after_kill=True)
 
 
 def _claim_all(
     jobs: Sequence[AnnouncedJob],
     found: _Found,
-    stamp: str,
+    stamp: str | None,
     *,
     claimed: frozenset[tuple[str, int]] = frozenset(),
     after_kill: bool,
@@ -206,7 +220,7 @@ def _claim(
     parent_id: int | None,
     wanted: WantedRow,
     batch_executions: set[int],
-    stamp: str,
+    stamp: str | None,
     *,
     after_kill: bool,
 ) -> InsertedRow | None:
@@ -218,7 +232,9 @@ def _claim(
     if parent_id is None or (child := found.children.get((table, parent_id, key))) is None:
         return None
     parent = "new" if parent_id in batch_executions else "existing"
-    if after_kill and parent == "existing" and not _stamped(child[1], stamp):
+    if after_kill and parent == "existing" and not (
+        _stamped(child[1], stamp) if stamp is not None else _created_within(child[1], job.window())
+    ):
         return None
     return InsertedRow(table, natural_key, key, child[0], parent_id, parent)
 
@@ -226,6 +242,10 @@ def _claim(
 def _stamped(created_at: Any, stamp: str) -> bool:
     """Whether a child's `created_at` ends in the run's stamp (the run inserted it)."""
     return isinstance(created_at, str) and created_at.endswith(stamp)
+
+
+def _created_within(created_at: Any, window: tuple[str, str]) -> bool:
+    return isinstance(created_at, str) and window[0] <= created_at <= window[1]
 
 
 # --- after a kill ----------------------------------------------------------------------------
@@ -251,7 +271,9 @@ def recover_unfinished(
             batches.setdefault(int(event.get("batch", event["seq"])), []).append(event)
     for events in batches.values():
         jobs = [AnnouncedJob.of(e) for e in events]
-        found = find_inserted(d1, jobs, run.run_id, claimed=frozenset(claimed))
+        found = find_inserted(
+            d1, jobs, run.run_id, claimed=frozenset(claimed), stamped=run.stamped
+        )
         for event, job in zip(events, jobs, strict=True):
             claimed |= {(r.table, r.rowid) for r in found[job.seq]}
             yield event, found[job.seq]

@@ -8,6 +8,8 @@ run's child rows carried its stamp in `created_at` (`Provenance.stamp`).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,6 +171,30 @@ def test_a_batch_killed_before_its_request_claims_no_row_on_resume(tmp_path: Pat
     resumed = Ledger.resume(load_run(tmp_path / "runs", RUN.run_id))
     reconcile(d1, resumed)
     assert ledger_rows(tmp_path) == set()  # not the worker's MSFT: it has no stamp
+    run = load_run(tmp_path / "runs", RUN.run_id)
+    apply_revert(d1, plan_revert(d1, run), ledger=Ledger(run.path, RUN.run_id))
+    assert content(d1.path) == before
+
+
+def test_a_run_begun_before_the_stamp_is_reconciled_by_its_time(tmp_path: Path) -> None:
+    d1 = new_db(tmp_path / "d1.sqlite")
+    worker_rows(d1)
+    before = content(d1.path)
+    plan = job(1, record(DATE, symbols=["AAPL", "MSFT"]), whole=False)
+    unstamped = dataclasses.replace(
+        plan, rows=tuple(dataclasses.replace(r, stamp=None) for r in plan.rows)
+    )  # as a kv2d1 from before the stamp planned it
+    ledger = Ledger.create(tmp_path / "runs", RUN.run_id, {"mode": "apply"})
+    lines = ledger.path.read_text().splitlines()
+    started = json.loads(lines[0])
+    del started["stamped"]  # and began its ledger
+    ledger.path.write_text("\n".join([json.dumps(started), *lines[1:]]) + "\n")
+    announce(ledger, [unstamped], max_ids(d1), 1)
+    statements = pack_jobs([unstamped], StatementLimits())
+    d1.execute_batch([(p.statement.sql, p.statement.params) for p in statements])  # then killed
+    resumed = Ledger.resume(load_run(tmp_path / "runs", RUN.run_id))  # by this kv2d1
+    reconcile(d1, resumed)
+    assert ledger_rows(tmp_path) == {("analysis_results", 2)}  # MSFT: created within its window
     run = load_run(tmp_path / "runs", RUN.run_id)
     apply_revert(d1, plan_revert(d1, run), ledger=Ledger(run.path, RUN.run_id))
     assert content(d1.path) == before

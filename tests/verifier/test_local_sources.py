@@ -6,6 +6,7 @@ Round trips with the real wrangler are in tests/test_wrangler_roundtrip.py.
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import struct
 import time
@@ -305,6 +306,28 @@ def test_a_row_without_its_blob_names_the_key(tmp_path: Path) -> None:
         SourceError, match=r"KV key 'broken key' points at value file .* which is missing"
     ):
         list(kv.get_many(["a", "broken key"]))
+
+
+def test_values_are_read_ahead_yet_come_in_order_with_errors_at_their_turn(
+    tmp_path: Path,
+) -> None:
+    keys = [f"k{i:03d}" for i in range(150)]  # more than one read-ahead window
+    put(tmp_path, "ns", *(KvEntry(k, k.encode()) for k in keys))
+    blob = next(row[1] for row in kv_rows(tmp_path, "ns") if row[0] == "k100")
+    (tmp_path / "kv" / "ns" / "blobs" / str(blob)).unlink()
+    fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
+    kv = LocalKv(tmp_path, "ns")
+
+    got: list[str] = []
+    with pytest.raises(SourceError, match="KV key 'k100' points at value file"):
+        got.extend(e.key for e in kv.get_many(keys))
+    assert got == keys[:100]  # every value before the broken one, in order
+    first = next(iter(kv.get_many(keys[::-1])))  # a reader that stops at once
+    assert (first.key, first.value) == ("k149", b"k149")
+    del first
+    kv.close()
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds  # no value file left open
 
 
 def test_metadata_that_is_not_json_names_the_key(tmp_path: Path) -> None:

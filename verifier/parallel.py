@@ -160,13 +160,12 @@ class RunQueue:
 @dataclass(frozen=True)
 class Plan:
     """What both processes work from: the runs of dates, where each run's matched key names
-    are (`run_names`), the first and last date holding any, and each job type's first KV date
-    (the listing's, which only the parent did)."""
+    are (`run_names`), and each job type's first KV date (the listing's, which only the parent
+    did)."""
 
     runs: list[Window]
     names_file: str
     spans: list[tuple[int, int]]  # (offset, length) of each run's names in `names_file`
-    dates: tuple[str, str] | None
     kv_first_date: dict[str, str]
 
     def run_names(self, i: int) -> list[str]:
@@ -203,8 +202,6 @@ def run_in_two(
     *,
     prepare: Callable[[], None] = lambda: None,
     progress: Report | None = None,
-    hand_over: Callable[[], Any] = lambda: None,
-    take_over: Callable[[Any], None] = lambda _: None,
 ) -> Iterator[Finding]:
     """Verify runs of dates in this process and a forked child; findings in run order.
 
@@ -213,9 +210,7 @@ def run_in_two(
     run's temporary folder); the plan goes to the child through a file. `work(plan)(i, ctx, report)` verifies run i; in the child, `child_work(plan)` gives
     the function to use (over reopened sources) and the child's own context. A plan of one
     run sends the child away and runs here. `ctx` (the parent's) takes in the child's coverage
-    and the groups it saw, and `take_over` gets what `hand_over()` gave in the child once its
-    runs were done (what it loaded that the parent will need). An error in the child is raised
-    here, as the child raised it.
+    and the groups it saw. An error in the child is raised here, as the child raised it.
     """
     queue = RunQueue()
     folder = tempfile.mkdtemp(prefix="kv2d1-runs-")
@@ -227,7 +222,7 @@ def run_in_two(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
         os.close(write_end)
-        _child(prepare, read_end, child_work, hand_over, queue, folder, counter, parent)
+        _child(prepare, read_end, child_work, queue, folder, counter, parent)
     os.close(read_end)
     try:
         plan = make_plan(folder)
@@ -250,7 +245,7 @@ def run_in_two(
         own = ctx.coverage.keys_matched
         status = _wait(pid, lambda: progress(own + _read(counter)) if progress else None)
         pid = 0
-        take_over(_take_in(folder, ctx, status))
+        _take_in(folder, ctx, status)
         if progress:
             progress(ctx.coverage.keys_matched)
         for i in range(emitted, len(plan.runs)):
@@ -322,7 +317,6 @@ def _child(
     prepare: Callable[[], None],
     read_end: int,
     child_work: ChildWork,
-    hand_over: Callable[[], Any],
     queue: RunQueue,
     folder: str,
     counter: mmap.mmap,
@@ -340,8 +334,7 @@ def _child(
             report: Report = lambda n: _report(counter, n, parent)  # noqa: E731
             for i in queue:
                 _park(work(i, own, report), _run_file(folder, i))
-            state = (own.coverage, own.groups_seen, own.kv_invalid_groups, hand_over())
-            result: tuple[str, Any] = ("done", state)
+            result: tuple[str, Any] = ("done", (own.coverage, own.groups_seen, own.kv_invalid_groups))
         except BaseException as exc:
             result = ("error", _portable(exc))
             status = 1
@@ -404,9 +397,8 @@ def _stop(pid: int) -> None:
         pass
 
 
-def _take_in(folder: str, ctx: DiffContext, status: int) -> Any:
-    """Merge the child's coverage and groups into `ctx` and give what it handed over, or raise
-    what stopped the child."""
+def _take_in(folder: str, ctx: DiffContext, status: int) -> None:
+    """Merge the child's coverage and groups into `ctx`, or raise what stopped the child."""
     try:
         with open(os.path.join(folder, "child.pickle"), "rb") as source:
             kind, payload = pickle.load(source)
@@ -419,8 +411,7 @@ def _take_in(folder: str, ctx: DiffContext, status: int) -> Any:
             f"the worker process verifying part of the window stopped (exit status {status}) "
             f"before finishing; run again, or set {WORKERS_ENV}=1"
         )
-    coverage, groups, invalid, handed = payload
+    coverage, groups, invalid = payload
     merge_coverage(ctx.coverage, coverage)
     ctx.groups_seen |= groups
     ctx.kv_invalid_groups |= invalid
-    return handed

@@ -20,13 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from verifier import parallel
-from verifier.calendar import (
-    adopt_holidays,
-    expected_jobs,
-    known_holidays,
-    today_et,
-    warm_calendar,
-)
+from verifier.calendar import expected_jobs, today_et, warm_calendar
 from verifier.d1 import iter_d1_jobs, missing_plan_tables
 from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, schedule_gaps
 from verifier.errors import D1SchemaError
@@ -58,8 +52,9 @@ SCHEMA_HINT = "apply the plan's schema first: wrangler d1 execute {db} --local -
 
 def _preload(calendar: str, today: str) -> None:
     """What the forked child loads while its parent lists the keys: DeepDiff (a run's first
-    mismatch would load it) and the holiday calendar, whose years it hands to the parent for
-    the schedule's gaps (the parent then never loads the library)."""
+    mismatch would load it) and the holiday calendar, so that on a machine without the holiday
+    cache yet the child computes and writes it and the parent, at the schedule's gaps, reads
+    the file instead of importing the library."""
     import deepdiff  # noqa: F401
 
     warm_calendar(calendar, today, today)
@@ -81,12 +76,10 @@ def _existing_objects_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _names_by_run(
-    by_date: dict[str, list[str]], dates: list[str], runs: list[Window]
-) -> Iterator[list[str]]:
-    """The names of each run's dates (`dates`: those of `by_date`, sorted; the runs cut the
-    window in order, so each run takes the next dates it contains)."""
-    i = 0
+def _names_by_run(by_date: dict[str, list[str]], runs: list[Window]) -> Iterator[list[str]]:
+    """The names of each run's dates (the runs cut the window in order, so each run takes the
+    next dates it contains)."""
+    dates, i = sorted(by_date), 0
     for run in runs:
         names: list[str] = []
         while i < len(dates) and run.contains(dates[i]):
@@ -233,10 +226,8 @@ class Verification:
             by_date = self._scan(ctx, listed)
             ends = split_dates(Counter({d: len(names) for d, names in by_date.items()}))
             runs = cut(self.window, ends)
-            dates = sorted(by_date)
-            path, spans = write_run_names(folder, _names_by_run(by_date, dates, runs))
-            span = (dates[0], dates[-1]) if dates else None
-            return Plan(runs, path, spans, span, dict(ctx.kv_first_date))
+            path, spans = write_run_names(folder, _names_by_run(by_date, runs))
+            return Plan(runs, path, spans, dict(ctx.kv_first_date))
 
         def over(kv: KvSource, d1: D1Source, plan: Plan) -> Work:
             def work(i: int, ctx: DiffContext, report: Report | None) -> Iterator[Finding]:
@@ -248,9 +239,6 @@ class Verification:
         calendar, today = self.profile.calendar, today_et(self.now)
 
         def child(plan: Plan) -> tuple[Work, DiffContext]:
-            if plan.dates:  # every year the schedule's gaps will look at, for the parent
-                first = plan.dates[0]
-                warm_calendar(calendar, min(first, self.window.since or first), today)
             own = DiffContext(self.now, Coverage(), kv_first_date=plan.kv_first_date, ttl_of=ctx.ttl_of)
             return over(self.kv.reopened(), self.d1.reopened(), plan), own  # type: ignore[attr-defined]
 
@@ -261,8 +249,6 @@ class Verification:
             ctx,
             prepare=lambda: _preload(calendar, today),
             progress=report,
-            hand_over=lambda: known_holidays(calendar),
-            take_over=lambda years: adopt_holidays(calendar, years),
         )
 
     def _check_schema(self) -> None:

@@ -12,15 +12,12 @@ import pytest
 
 from verifier import calendar
 from verifier.calendar import (
-    adopt_holidays,
     et_run_time,
     expected_jobs,
     instant_of_run,
     is_trading_day,
     iso_utc,
-    known_holidays,
     parse_instant,
-    warm_calendar,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,18 +100,6 @@ def test_a_cache_that_cannot_be_written_or_is_turned_off_only_costs_time(
         _fresh(monkeypatch, folder)
         assert not is_trading_day(dt.date(2026, 11, 26))
     assert list(tmp_path.iterdir()) == [blocked]
-
-
-def test_a_process_takes_the_holidays_another_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fresh(monkeypatch, None)
-    warm_calendar("NYSE", "2025-01-01", "2026-12-31")
-    handed = known_holidays("NYSE")
-    assert {2025, 2026} <= set(handed)
-    _fresh(monkeypatch, None)
-    _without_the_library(monkeypatch)
-    adopt_holidays("NYSE", handed)
-    assert not is_trading_day(dt.date(2025, 12, 25))
-    assert known_holidays("NYSE") == handed
 
 
 def test_a_process_with_the_cache_never_imports_the_library(tmp_path: Path) -> None:

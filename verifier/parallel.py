@@ -262,8 +262,8 @@ def run_in_two(
 
 def _send(fd: int, folder: str, plan: Plan | None) -> None:
     """The plan to the child (None: nothing to do). The plan goes to a file and one byte down
-    the pipe says it is there: a plan of many key names would fill the pipe and hold the
-    parent until the child has loaded what it preloads."""
+    the pipe says it is there: a plan of thousands of runs (tens of millions of keys) would fill
+    the pipe and hold the parent until the child has loaded what it preloads."""
     try:
         if plan is not None:
             with open(os.path.join(folder, "plan.pickle"), "wb") as out:

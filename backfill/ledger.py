@@ -34,21 +34,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from verifier.clock import wall_clock
 from verifier.errors import BackfillError
 
 LEDGER_SUFFIX = ".jsonl"
 SQL_TIME = "%Y-%m-%d %H:%M:%S"  # the form of SQLite's datetime('now'), as in `created_at`
 
 
-def new_run_id(now: dt.datetime | None = None) -> str:
-    """A sortable, unique run id: UTC time and random hex (no `_` or `%`, safe in patterns)."""
-    stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    return f"{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+def new_run_id(started: dt.datetime) -> str:
+    """A sortable, unique run id: the run's start in UTC and random hex (no `_` or `%`, safe in
+    patterns). Its time is the `created_at` of the run's child rows (`Provenance.created_at`)."""
+    return f"{started.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def utc_now() -> str:
-    """Now in UTC, in the form of SQLite's `datetime('now')` (`SQL_TIME`)."""
-    return dt.datetime.now(dt.UTC).strftime(SQL_TIME)
+    """When a ledger line is written, in the form of SQLite's `datetime('now')` (`SQL_TIME`).
+
+    A log's time, read from `verifier.clock`: it records when each step happened and judges
+    nothing (liveness and urgency follow the run's `as_of`)."""
+    return wall_clock().strftime(SQL_TIME)
 
 
 # --- the ledger ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ table, each row one tuple of a `VALUES` list and each still guarded by its own n
     WITH v(job_type, execution_date, run_time, symbol, …) AS (VALUES
       (?, ?, ?, ?, …),
       (?, ?, NULL, ?, …))
-    SELECT je.id, v.symbol, …, datetime('now') || '.000482610473' FROM v
+    SELECT je.id, v.symbol, …, '2026-11-29 09:07:51.000482610473' FROM v
     JOIN job_executions AS je ON je.id = CASE WHEN v.run_time IS NULL
         THEN (SELECT pe.id FROM job_executions AS pe WHERE pe.job_type = v.job_type AND …
               ORDER BY pe.execution_time DESC, pe.id LIMIT 1)
@@ -19,8 +19,8 @@ table, each row one tuple of a `VALUES` list and each still guarded by its own n
                       WHERE c.execution_id = je.id AND c.symbol = v.symbol)
 
 A child's `run_time` is NULL for a latest record (its execution: the latest of the date); its
-`created_at` ends in the run's stamp (`Provenance.stamp`: how the run's children are told from a
-concurrent writer's after a kill). An
+`created_at` is the run's start and ends in its stamp (`Provenance.created_at`: how the run's
+children are told from a concurrent writer's after a kill). An
 execution's tuple ends in a literal `per_run` flag: its key is its own `execution_time` to the
 second, or its date alone. NULL values are written as `NULL`, not bound. (`INSERT … WITH`,
 not `WITH … INSERT`: a statement that starts with INSERT reports its row count in Python.)
@@ -110,14 +110,14 @@ def parent_id_sql(alias: str) -> str:
     )
 
 
-_STAMP = re.compile(r"\.[0-9]+")
+_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]+")
 
 
 def insert_sql(
     table: Table, columns: Sequence[str], tuples: Sequence[str], stamp: str | None = None
 ) -> str:
     """The guarded multi-row insert of `tuples` (each `(…)`) into `table`; a child's
-    `created_at` is `datetime('now')` followed by `stamp` (a run's `Provenance.stamp`) if given."""
+    `created_at` is `stamp` (a run's `Provenance.created_at`) if given."""
     names = ", ".join(columns)
     picked = ", ".join(f"v.{c}" for c in columns)
     values = SEPARATOR.join(tuples)
@@ -136,8 +136,8 @@ def insert_sql(
     inserted, selected = names, picked
     if stamp is not None:
         if not _STAMP.fullmatch(stamp):  # written into the SQL: digits only
-            raise ValueError(f"a created_at stamp is a dot and digits, not {stamp!r}")
-        inserted, selected = f"{names}, created_at", f"{picked}, datetime('now') || '{stamp}'"
+            raise ValueError(f"a created_at stamp is a time and digits, not {stamp!r}")
+        inserted, selected = f"{names}, created_at", f"{picked}, '{stamp}'"
     return (
         f"INSERT INTO {table} (execution_id, {inserted})\n"
         f"WITH v({', '.join(PARENT_COLUMNS)}, {names}) AS (VALUES\n  {values})\n"

@@ -28,9 +28,11 @@ A record's repeated symbol is planned once, from its first result. `field_mismat
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import pickle
+import re
 import sqlite3
 import tempfile
 from collections import Counter
@@ -45,6 +47,7 @@ from verifier.d1 import execution_time_for, job_row, report_row, symbol_row
 from verifier.model import LATEST, Category, Finding, JobKey, JobRecord, KvRecord, Table
 
 BACKFILLED = frozenset({Category.MISSING_IN_D1, Category.EXPIRING_SOON})
+_RUN_TIME = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # how `backfill.ledger.new_run_id` starts
 RUN_TIME_CHARS = 19  # `YYYY-MM-DDTHH:MM:SS`: a per-run execution is identified to the second
 CHILD_KEY_COLUMN = {Table.ANALYSIS_RESULTS: "symbol", Table.REPORT_SNAPSHOTS: "report_type"}
 
@@ -87,13 +90,24 @@ class Provenance:
     @property
     def stamp(self) -> str:
         """What this run's child rows (which have no `metadata`) carry at the end of their
-        `created_at`: `datetime('now')` then `.000` and nine digits of the run id's hash, so
-        `2026-11-29 09:07:51.000482610473`. SQLite reads three digits of a fraction, so the time
-        is the insert's to the second; no other writer's row has the digits (the dual-writing
-        worker leaves `created_at` to its default). It is how the run's children are told
-        from the worker's after a kill or a lost answer (`backfill.lookup`)."""
+        `created_at`: `.000` and nine digits of the run id's hash. No other writer's row has the
+        digits (the dual-writing worker leaves `created_at` to its default). It is how the run's
+        children are told from the worker's after a kill or a lost answer (`backfill.lookup`)."""
         digest = hashlib.sha256(self.run_id.encode("utf-8")).hexdigest()
         return f".000{int(digest[:12], 16) % 10**9:09d}"
+
+    @property
+    def created_at(self) -> str:
+        """The `created_at` of this run's child rows: the run's start (the time its id carries,
+        in the form of SQLite's `datetime('now')`) then `stamp`, so
+        `2026-11-29 09:07:51.000482610473`. SQLite reads three digits of a fraction, so the
+        value sorts and compares as the run's start to the second. It comes from the run's
+        clock, not from D1's: a resumed run writes the same value, and no part reads the time."""
+        match = _RUN_TIME.match(self.run_id)
+        if match is None:
+            raise ValueError(f"run id {self.run_id!r} does not start with its UTC time")
+        started = dt.datetime.strptime(match.group(0), "%Y%m%dT%H%M%SZ")
+        return f"{started:%Y-%m-%d %H:%M:%S}{self.stamp}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +138,7 @@ class RowInsert:
     columns: tuple[str, ...]
     values: tuple[Any, ...]
     child_key: str | None = None
-    stamp: str | None = None  # a child's `created_at` suffix (`Provenance.stamp`)
+    stamp: str | None = None  # a child's `created_at` (`Provenance.created_at`)
 
     def to_json(self) -> dict[str, Any]:
         values = dict(zip(self.columns, self.values, strict=True))
@@ -210,7 +224,7 @@ def job_plan(
 ) -> JobPlan:
     """The rows one record's missing findings call for."""
     tables = {f.table for f in findings}
-    stamp = provenance.stamp
+    stamp = provenance.created_at
     if Table.JOB_EXECUTIONS in tables:
         rows = [
             execution_row(record, provenance),

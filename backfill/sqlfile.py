@@ -129,11 +129,12 @@ class SqlFileHeader:
     jobs: int
     urgent_jobs: int
     version: str
+    written: dt.datetime  # the run's start (`verifier.clock.RunClock.started`)
 
 
 def header_lines(header: SqlFileHeader, path: Path) -> list[str]:
     by_table = ", ".join(f"{n} {table}" for table, n in header.counts.by_table().items())
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    now = header.written.astimezone(dt.UTC).isoformat(timespec="seconds")
     return [
         f"-- kv2d1 backfill, run {header.run_id} (kv2d1 {header.version}, written {now})",
         f"-- Source: {header.source}; window {header.window}",

@@ -7,7 +7,7 @@
     python bench/job.py naive-local    --size 100k
     python bench/job.py naive-remote   --size 10k --base-url URL
 
-Each job does what the CLI command does (the same library calls, `--now` pinned to the
+Each job does what the CLI command does (the same library calls, `--as-of` pinned to the
 worker's), times the work itself (`seconds`, after imports and opening the sources) and the
 process (`process_seconds`), and reports its peak RSS (`ru_maxrss` of this process = VmHWM).
 The verify jobs check the findings against the worker's expected (category, natural key)

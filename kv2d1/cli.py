@@ -22,6 +22,7 @@ from reports.render import EXTENSIONS, OutputFormat, render
 from reports.runs import verify_document
 from verifier import __version__
 from verifier.calendar import is_date
+from verifier.clock import RunClock, parse_instant_option
 from verifier.d1 import REMOTE_D1_CHUNK
 from verifier.errors import Kv2d1Error
 from verifier.model import Window
@@ -49,7 +50,7 @@ class CommonOptions:
     output: Path | None
     profile: str
     quiet: bool
-    now: dt.datetime | None
+    as_of: dt.datetime | None
     redact: bool = False
 
 
@@ -59,14 +60,15 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
     return value
 
 
-def _now(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime | None:
+def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_instant_option(value)
     except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date-time; use e.g. 2026-11-28T15:00:00Z"
+        ) from exc
 
 
 def common_options(func: F) -> F:
@@ -134,7 +136,14 @@ def common_options(func: F) -> F:
             help="Replace KV/D1 values in reports and snapshots with salted hashes "
             "(salt: KV2D1_REDACT_SALT, else random per run), so they can be shared.",
         ),
-        click.option("--now", callback=_now, hidden=True, help="Pretend the time is this (tests)."),
+        click.option(
+            "--as-of",
+            "as_of",
+            callback=_instant,
+            metavar="TIME",
+            help="Judge liveness and urgency as of this instant (ISO 8601, UTC unless a zone is "
+            "given), for reproducible reruns. Default: now, or a snapshot's capture time.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -162,7 +171,7 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
         output=kw.pop("output"),
         profile=kw.pop("profile"),
         quiet=kw.pop("quiet"),
-        now=kw.pop("now"),
+        as_of=kw.pop("as_of"),
         redact=kw.pop("redact"),
     )
 
@@ -227,6 +236,7 @@ class OpenedSources:
     d1: D1Source
     source: dict[str, Any]
     d1_name: str
+    clock: RunClock
     d1_chunk: int | None = None
 
     def verification(
@@ -236,13 +246,15 @@ class OpenedSources:
         *,
         progress: Callable[[str, int], None] | None = None,
     ) -> Verification:
-        """A verify run over these sources, with the window and clock the options give."""
+        """A verify run over these sources, with the window the options give, on the run's clock."""
         return Verification(
             kv=self.kv,
             d1=self.d1,
             profile=profile,
             window=opts.window,
-            now=opts.now or dt.datetime.now(dt.UTC),
+            now=self.clock.as_of,
+            started=self.clock.started,
+            as_of_from=self.clock.basis,
             d1_chunk=self.d1_chunk,
             progress=progress,
             d1_name=self.d1_name,
@@ -263,10 +275,12 @@ def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = Fals
 
 def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> OpenedSources:
     if opts.snapshot is not None:
-        from verifier.sources.snapshot import open_snapshot_sources
+        from verifier.sources.snapshot import open_snapshot_sources, snapshot_captured_at
 
-        kv, d1, source = open_snapshot_sources(opts.snapshot)
-        return OpenedSources(kv, d1, source, str(opts.snapshot))
+        clock = RunClock.start(opts.as_of, captured_at=snapshot_captured_at(opts.snapshot))
+        kv, d1, source = open_snapshot_sources(opts.snapshot, as_of=clock.as_of)
+        return OpenedSources(kv, d1, source, str(opts.snapshot), clock)
+    clock = RunClock.start(opts.as_of)
     from kv2d1.config import load_wrangler_config
     from verifier.sources.local import open_local_sources
 
@@ -276,11 +290,13 @@ def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> O
     if opts.remote:
         from verifier.sources.remote import open_remote_sources
 
-        kv, d1, source = open_remote_sources(config, kv_binding=kv_name, d1_binding=d1_name)
+        kv, d1, source = open_remote_sources(
+            config, kv_binding=kv_name, d1_binding=d1_name, as_of=clock.as_of
+        )
         if not opts.quiet:
             kv.client.limiter.on_wait = _announce_wait
         name = source.get("d1_database_name") or "<db>"
-        return OpenedSources(kv, d1, source, name, d1_chunk=REMOTE_D1_CHUNK)
+        return OpenedSources(kv, d1, source, name, clock, d1_chunk=REMOTE_D1_CHUNK)
     kv, d1, source = open_local_sources(
         config,
         kv_binding=kv_name,
@@ -288,10 +304,10 @@ def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> O
         persist_to=opts.persist_to,
         preview=opts.preview,
         writable=writable,
+        now_ms=clock.as_of_ms,
     )
-    return OpenedSources(
-        kv, d1, source, source.get("d1_database_name") or source.get("d1_binding") or "<db>"
-    )
+    name = source.get("d1_database_name") or source.get("d1_binding") or "<db>"
+    return OpenedSources(kv, d1, source, name, clock)
 
 
 def _default_binding(bindings: tuple[Any, ...], preferred: str | None) -> str | None:

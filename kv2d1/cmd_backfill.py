@@ -100,7 +100,12 @@ def backfill(
     ledgers = ledger_dir or default_ledger_dir(opts)
     if revert_run is not None:
         doc = revert_document(
-            opened.d1, run_id=revert_run, ledger_dir=ledgers, confirm=yes, source=opened.source
+            opened.d1,
+            run_id=revert_run,
+            ledger_dir=ledgers,
+            confirm=yes,
+            source=opened.source,
+            clock=opened.clock,
         )
         _show(doc, opts)
         return

@@ -17,6 +17,7 @@ from reports.render import OutputFormat
 from reports.report_run import ReportOptions, ReportTools, run_report
 from reports.runs import verify_document
 from verifier.calendar import is_trading_day, today_et
+from verifier.clock import RunClock
 from verifier.errors import Kv2d1Error
 from verifier.model import Window
 from verifier.profile import Profile, load_profile
@@ -45,26 +46,19 @@ def _prepare(directory: Path) -> None:
     (directory / MARKER).write_text("made by `kv2d1 demo`; the next demo here replaces it\n")
 
 
-def _options(config: Path, window: Window) -> CommonOptions:
+def _options(config: Path, window: Window, now: dt.datetime) -> CommonOptions:
+    """Every step judges the worker as of the instant it was made (one clock for the demo)."""
     return CommonOptions(
         config=config, env=None, kv_binding=None, d1_binding=None, remote=False, persist_to=None,
         snapshot=None, preview=None, window=window, fmt=None, output=None, profile="default",
-        quiet=True, now=None,
+        quiet=True, as_of=now,
     )  # fmt: skip
 
 
 def _verification(
-    opts: CommonOptions, profile: Profile, now: dt.datetime, *, writable: bool = False
+    opts: CommonOptions, profile: Profile, *, writable: bool = False
 ) -> Verification:
-    opened = open_sources(opts, profile, writable=writable)
-    return Verification(
-        kv=opened.kv,
-        d1=opened.d1,
-        profile=profile,
-        window=opts.window,
-        now=now,
-        d1_name=opened.d1_name,
-    )
+    return open_sources(opts, profile, writable=writable).verification(opts, profile)
 
 
 def _counts(summary_by_category: dict[str, int]) -> str:
@@ -95,7 +89,7 @@ def demo(directory: Path, business_days: int, seed: int) -> None:
 
     Example: kv2d1 demo demo-worker
     """
-    now = dt.datetime.now(dt.UTC)
+    now = RunClock.start().as_of
     until = _last_trading_day_before(dt.date.fromisoformat(today_et(now)))
     _prepare(directory)
     click.echo(
@@ -109,12 +103,12 @@ def demo(directory: Path, business_days: int, seed: int) -> None:
         f"{sum(files.d1_rows.values())} D1 rows in {files.d1_database_name}, "
         f"{len(files.seeded)} seeded defects ({files.seeded_file.name})"
     )
-    opts = _options(files.config, window)
+    opts = _options(files.config, window, now)
     profile = load_profile()
     span = f"--since {window.since} --until {window.until}"
 
     click.echo(f"2. kv2d1 verify {span}")
-    doc, _, summary = verify_document(_verification(opts, profile, now), source={})
+    doc, _, summary = verify_document(_verification(opts, profile), source={})
     click.echo(f"   {summary.total} findings: {_counts(doc['summary']['by_category'])}")
 
     click.echo(f"3. kv2d1 backfill {span}")
@@ -123,12 +117,12 @@ def demo(directory: Path, business_days: int, seed: int) -> None:
         mode=BackfillMode.APPLY, ledger_dir=ledger, database=files.d1_database_name
     )
     bdoc = backfill_document(
-        _verification(opts, profile, now, writable=True), options=options, source={}
+        _verification(opts, profile, writable=True), options=options, source={}
     )
     click.echo(f"   {bdoc['backfill']['message']}")
 
     click.echo(f"4. kv2d1 verify {span}  (after the backfill)")
-    after, _ = collect(_verification(opts, profile, now).findings())
+    after, _ = collect(_verification(opts, profile).findings())
     by_category: dict[str, int] = {}
     for f in after:
         by_category[f.category.value] = by_category.get(f.category.value, 0) + 1
@@ -138,9 +132,7 @@ def demo(directory: Path, business_days: int, seed: int) -> None:
 
     click.echo(f"5. kv2d1 report {span} --format html -o {directory}/report.html")
     opened = open_sources(opts, profile)
-    verification = Verification(
-        kv=opened.kv, d1=opened.d1, profile=profile, window=window, now=now, d1_name=opened.d1_name
-    )
+    verification = opened.verification(opts, profile)
     outcome = run_report(
         verification, source=opened.source, options=ReportOptions(probe_repeat=10),
         tools=ReportTools(timer=timer_for(opened.d1), graphql=None),

@@ -70,7 +70,7 @@ def probe_command(*, repeat: int, **kw: Any) -> None:
         coverage=Coverage(),
         findings=[],
         summary=Summary(),
-        generated_at=opts.now,
+        clock=opened.clock,
         extra={"probe": result.to_json()},
     )
     emit(doc, opts)

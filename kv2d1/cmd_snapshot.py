@@ -40,7 +40,13 @@ def snapshot(*, resume: bool, **kw: Any) -> None:
     units = dict.fromkeys(TABLES, "rows")
     with Progress.for_terminal("kv", quiet=opts.quiet, units=units) as progress:
         manifest = capture_snapshot(
-            opened.kv, opened.d1, opened.source, path, resume=resume, progress=progress
+            opened.kv,
+            opened.d1,
+            opened.source,
+            path,
+            resume=resume,
+            progress=progress,
+            as_of=opened.clock.as_of,
         )
     click.echo(summary_line(manifest), err=True)
 

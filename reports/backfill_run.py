@@ -37,6 +37,7 @@ from backfill.plan import BACKFILLED, PlanSpool, Provenance, RowCounts, build_pl
 from backfill.sqlfile import SqlFileHeader, write_sql_file
 from reports.document import Summary, build_document
 from verifier import __version__
+from verifier.clock import RunClock
 from verifier.errors import BackfillError
 from verifier.model import Category, Coverage, Finding, Window
 from verifier.sources import D1Source
@@ -119,6 +120,7 @@ def backfill_document(
         coverage=final.coverage,
         findings=final.ordered(),
         summary=final.summary,
+        clock=verification.clock,
         extra={"backfill": run.block},
     )
 
@@ -142,7 +144,7 @@ class _Run:
         looks = options.mode in (BackfillMode.APPLY, BackfillMode.DRY_RUN)
         unfinished = find_unfinished(options.ledger_dir, self.d1.describe()) if looks else None
         self.resumed = unfinished if options.mode == BackfillMode.APPLY else None
-        self.run_id = unfinished.run_id if unfinished else new_run_id()
+        self.run_id = unfinished.run_id if unfinished else new_run_id(verification.clock.started)
         self.would_resume = unfinished is not None
         self.before = FindingTally(coverage=verification.coverage)
         self.block: dict[str, Any] = {"run_id": self.run_id, "mode": options.mode.value}
@@ -222,6 +224,7 @@ class _Run:
             jobs=spool.jobs,
             urgent_jobs=spool.urgent_jobs,
             version=__version__,
+            written=self.verification.clock.started,
         )
         self.block["warnings"] = write_sql_file(path, header, spool)
         started = self._started(BackfillMode.SQL_OUT)
@@ -293,7 +296,13 @@ def _source_line(source: dict[str, Any]) -> str:
 
 
 def revert_document(
-    d1: D1Source, *, run_id: str, ledger_dir: Path, confirm: bool, source: dict[str, Any]
+    d1: D1Source,
+    *,
+    run_id: str,
+    ledger_dir: Path,
+    confirm: bool,
+    source: dict[str, Any],
+    clock: RunClock,
 ) -> dict[str, Any]:
     """Plan (and with `confirm`, apply) the deletion of exactly the rows run `run_id` inserted."""
     run = load_run(ledger_dir, run_id)
@@ -340,6 +349,7 @@ def revert_document(
         coverage=Coverage(),
         findings=[],
         summary=Summary(),
+        clock=clock,
         extra={"backfill": block},
     )
 

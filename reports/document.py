@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verifier import __version__
+from verifier.clock import RunClock, iso
 from verifier.model import Category, Coverage, Finding, Severity, Window
 from verifier.sources.snapshot import KEY_COLUMNS, redacted
 
@@ -85,14 +85,17 @@ def build_document(
     coverage: Coverage,
     findings: list[Finding],
     summary: Summary,
-    generated_at: dt.datetime | None = None,
+    clock: RunClock,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The JSON report: `generated_at` is when the run started, `as_of` the instant that judged
+    liveness and urgency (and where it came from: the clock, `--as-of`, a snapshot's capture)."""
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "tool_version": __version__,
         "command": command,
-        "generated_at": (generated_at or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
+        "generated_at": iso(clock.started),
+        "as_of": clock.to_json(),
         "source": clean_source(source),
         "window": window.to_json(),
         "coverage": coverage.to_json(),

@@ -134,10 +134,11 @@ def store(doc: Mapping[str, Any], directory: Path) -> Path:
 
 
 def _stamp(generated_at: str) -> str:
+    """The file name stamp of a report: its `generated_at` (every document has one)."""
     try:
         when = dt.datetime.fromisoformat(generated_at.replace("Z", "+00:00"))
-    except ValueError:
-        when = dt.datetime.now(dt.UTC)
+    except ValueError as exc:
+        raise ValueError(f"a report's generated_at is not a date-time: {generated_at!r}") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -9,7 +9,6 @@ tests hand in loopback servers and fake timers.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -264,7 +263,6 @@ def run_report(
     source: Mapping[str, Any],
     options: ReportOptions = ReportOptions(),  # frozen, so safe as a default
     tools: ReportTools = ReportTools(),
-    generated_at: dt.datetime | None = None,
 ) -> ReportOutcome:
     """Verify to the end, measure every metric, decide, and build (and maybe store) the report."""
     findings, summary = collect(verification.findings())
@@ -278,7 +276,7 @@ def run_report(
         coverage=verification.coverage,
         findings=findings,
         summary=summary,
-        generated_at=generated_at or verification.now,
+        clock=verification.clock,
         extra={
             "metrics": [m.to_json() for m in metrics],
             "verdict": decision.verdict.value,

@@ -21,5 +21,6 @@ def verify_document(
         coverage=verification.coverage,
         findings=findings,
         summary=summary,
+        clock=verification.clock,
     )
     return doc, findings, summary

@@ -133,6 +133,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from tests.reliability.matrix import EXISTING
 
     for item in items:
+        # Whatever drives the real wrangler is marked so: `make test-clock` leaves it out
+        # (workerd hangs under libfaketime's moved clock).
+        if "wrangler" in getattr(item, "fixturenames", ()) and item.get_closest_marker("wrangler") is None:
+            item.add_marker(pytest.mark.wrangler)
         row = EXISTING.get(item.nodeid.split("[")[0])
         if row is not None and item.get_closest_marker("reliability") is None:
             item.add_marker(pytest.mark.reliability(kind=row[0], case=row[1], expected=row[2]))

@@ -77,7 +77,7 @@ def test_a_remote_backfill_leaves_nothing_missing_and_nothing_doubled(
         world.stub.set_faults(faults)
     ledger = tmp_path / "ledger"
     result = kv2d1(
-        "backfill", "--remote", "--config", config, "--now", NOW.isoformat(),
+        "backfill", "--remote", "--config", config, "--as-of", NOW.isoformat(),
         "--ledger-dir", str(ledger), "--format", "json",
     )  # fmt: skip
     assert (
@@ -98,7 +98,7 @@ def test_a_remote_backfill_leaves_nothing_missing_and_nothing_doubled(
         "--remote",
         "--config",
         config,
-        "--now",
+        "--as-of",
         NOW.isoformat(),
         "--ledger-dir",
         str(ledger),
@@ -119,7 +119,7 @@ def test_remote_dry_run_and_sql_out_write_nothing(world: World, tmp_path: Path) 
         "--dry-run",
         "--config",
         config,
-        "--now",
+        "--as-of",
         NOW.isoformat(),
         "--format",
         "json",
@@ -132,7 +132,7 @@ def test_remote_dry_run_and_sql_out_write_nothing(world: World, tmp_path: Path) 
         str(sql),
         "--config",
         config,
-        "--now",
+        "--as-of",
         NOW.isoformat(),
         "--format",
         "json",
@@ -160,7 +160,7 @@ def test_a_remote_backfill_sends_one_request_per_batch_and_its_ledger_knows_ever
     world.stub.log.clear()
     ledger = tmp_path / "ledger"
     result = kv2d1(
-        "backfill", "--remote", "--config", str(world.remote_config), "--now", NOW.isoformat(),
+        "backfill", "--remote", "--config", str(world.remote_config), "--as-of", NOW.isoformat(),
         "--ledger-dir", str(ledger), "--format", "json",
     )  # fmt: skip
     block = json.loads(result.stdout)["backfill"]

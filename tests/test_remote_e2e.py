@@ -95,7 +95,7 @@ def world(
     fast_retries: None,
 ) -> World:
     config = load_wrangler_config(worker.config)
-    kv, d1, _ = open_local_sources(config)
+    kv, d1, _ = open_local_sources(config, now_ms=int(NOW.timestamp() * 1000))
     copy = load_remote_copy(
         cf_server,
         kv,
@@ -126,7 +126,7 @@ def kv2d1(*args: str, code: int = 0) -> Result:
 
 def verify(*args: str, code: int = 3) -> dict[str, Any]:
     """`kv2d1 verify … --format json` at NOW; the report document."""
-    result = kv2d1("verify", *args, "--format", "json", "--now", NOW.isoformat(), code=code)
+    result = kv2d1("verify", *args, "--format", "json", "--as-of", NOW.isoformat(), code=code)
     document: dict[str, Any] = json.loads(result.stdout)
     return document
 
@@ -354,7 +354,7 @@ def test_remote_failures_are_one_error_line(
 ) -> None:
     message = break_it(world, monkeypatch)
     out = world.tmp / "s.sqlite"
-    args = ["-o", str(out)] if command == "snapshot" else ["--now", NOW.isoformat()]
+    args = ["-o", str(out)] if command == "snapshot" else ["--as-of", NOW.isoformat()]
     result = kv2d1(command, "--remote", "--config", str(world.remote_config), *args, code=1)
     assert result.stderr == f"Error: {message}\n"
     assert result.stdout == ""

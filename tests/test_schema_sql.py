@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from reports.document import Summary, build_document
 from verifier.canonical import stable_id
+from verifier.clock import RunClock
 from verifier.model import SEVERITY_OF, Category, Coverage, Finding, Table, Window
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,6 +280,7 @@ def minimal_report() -> dict[str, Any]:
         "tool_version": "0.1.0",
         "command": "verify",
         "generated_at": "2026-11-16T21:00:00+00:00",
+        "as_of": {"instant": "2026-11-16T21:00:00+00:00", "from": "clock"},
         "source": dict(SOURCE),
         "window": {"since": "2026-11-16", "until": None},
         "coverage": Coverage().to_json(),
@@ -336,8 +339,10 @@ def test_the_document_builder_writes_a_valid_report(report_validator: Draft20201
         coverage=Coverage(keys_listed=3, shapes={"B": 1}),
         findings=[a_finding()],
         summary=summary,
+        clock=RunClock.fixed(dt.datetime(2026, 11, 28, 15, tzinfo=dt.UTC)),
     )
     assert list(report_validator.iter_errors(doc)) == []
+    assert doc["as_of"] == {"instant": "2026-11-28T15:00:00+00:00", "from": "option"}
 
 
 @pytest.mark.parametrize(

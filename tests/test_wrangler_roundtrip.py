@@ -133,7 +133,8 @@ def test_state_written_by_wrangler_is_read_intact(
     monkeypatch.chdir(tmp_path)
     config = load_wrangler_config(None, env=None)
     kv, d1, source = open_local_sources(
-        config, kv_binding=None, d1_binding=None, persist_to=Path("state"), preview=None
+        config, kv_binding=None, d1_binding=None, persist_to=Path("state"), preview=None,
+        now_ms=int(time.time() * 1000),  # wrangler wrote the TTLs from the real clock
     )
     keys = {k.name: k for k in kv.iter_keys()}
 
@@ -151,7 +152,8 @@ def test_state_written_by_wrangler_is_read_intact(
     assert values == {k: v.encode() for k, v in TEXT_VALUES.items()}
 
     # `--preview` wrote to preview_id's namespace: kv2d1 finds it by the same rule.
-    preview = LocalKv(tmp_path / "state" / "v3", local_kv_id(config.kv_binding(), preview=True))
+    preview = LocalKv(tmp_path / "state" / "v3", local_kv_id(config.kv_binding(), preview=True),
+                      now_ms=int(time.time() * 1000))
     (binary,) = preview.get_many(["binary/key"])
     assert (binary.value, binary.metadata) == (BINARY, {"binary": True})
     assert_ttl(binary.expiration, before, 7200, after)

@@ -220,5 +220,6 @@ def expected_jobs(
                     yield date, job_type
 
 
-def today_et(now: dt.datetime | None = None) -> str:
-    return et_date(now or dt.datetime.now(tz=UTC))
+def today_et(now: dt.datetime) -> str:
+    """The New York date of the instant `now` (a run's `as_of`)."""
+    return et_date(now)

@@ -1341,7 +1341,9 @@ def _rows_of(record: KvRecord) -> _Rows:
     trigger = "manual" if record.shape in ("A", "E") else "cron"
     metadata = canonical_json({"source": "dual-write", "trigger": trigger})
     job = job_row(record.job, metadata=metadata)
-    started = parse_instant(job["execution_time"]) or dt.datetime.now(dt.UTC)
+    started = parse_instant(job["execution_time"])
+    if started is None:
+        raise ValueError(f"a generated job has no execution time: {job['execution_time']!r}")
     created = {"created_at": _sql_time(started + dt.timedelta(seconds=2))}
     return _Rows(
         job={**job, **created},

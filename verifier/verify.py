@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from verifier import parallel
 from verifier.calendar import expected_jobs, today_et, warm_calendar
+from verifier.clock import AsOf, RunClock
 from verifier.d1 import iter_d1_jobs, missing_plan_tables
 from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, schedule_gaps
 from verifier.errors import D1SchemaError
@@ -170,12 +171,19 @@ class Verification:
     d1: D1Source
     profile: Profile
     window: Window = field(default_factory=Window)
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    now: dt.datetime = field(kw_only=True)  # the run's `as_of` (`verifier.clock`)
+    started: dt.datetime | None = field(default=None, kw_only=True)  # the run's start (else now)
+    as_of_from: AsOf = field(default=AsOf.OPTION, kw_only=True)
     d1_chunk: int | None = None  # executions per D1 read (None: one read of the window)
     workers: int | None = None  # processes for local state and snapshots (None: `parallel`)
     progress: Progress | None = None
     d1_name: str = "<database>"
     coverage: Coverage = field(default_factory=Coverage)
+
+    @property
+    def clock(self) -> RunClock:
+        """The run's instants: `now` judges the data, `started` stamps what the run writes."""
+        return RunClock(self.now, self.started or self.now, self.as_of_from)
 
     def findings(self) -> Iterator[Finding]:
         with _existing_objects_frozen():

@@ -137,7 +137,7 @@ def test_a_job_already_written_by_the_worker_inserts_nothing_and_records_nothing
 ) -> None:
     d1 = new_db(tmp_path / "d1.sqlite")
     job_plans = plans(d1, [record("2026-11-16")])
-    d1.execute_batch([(s.sql, s.params) for p in plans(d1, [record("2026-11-16")], "worker")
+    d1.execute_batch([(s.sql, s.params) for p in plans(d1, [record("2026-11-16")], "20261129T115500Z-0e0e0e")
                       for s in job_statements(p)])
     ledger = ledger_for(tmp_path, d1)
     result = apply_plans(d1, job_plans, ledger=ledger, counter=StatementCounter())
@@ -190,7 +190,7 @@ def test_a_concurrent_writer_of_the_same_jobs_causes_no_duplicates(tmp_path: Pat
     d1.conn.execute("PRAGMA journal_mode = WAL")
     days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(150)]
     records = [record(d.isoformat(), ("AAPL", "MSFT", "NVDA", "TSLA")) for d in days]
-    ours, theirs = plans(d1, records), plans(d1, records, "dual-writer")
+    ours, theirs = plans(d1, records), plans(d1, records, "20261129T120500Z-d0a1e5")
     statements = [(s.sql, s.params) for p in reversed(theirs) for s in job_statements(p)]
     (tmp_path / "theirs.json").write_text(json.dumps(statements))
     ready = tmp_path / "ready"
@@ -236,7 +236,7 @@ def test_a_job_committed_before_its_done_line_is_recovered(tmp_path: Path) -> No
 def test_a_job_killed_before_commit_claims_nothing_the_worker_wrote_later(tmp_path: Path) -> None:
     d1 = new_db(tmp_path / "d1.sqlite")
     existing = record("2026-11-16", ("AAPL",))
-    d1.execute_batch([(s.sql, s.params) for p in plans(d1, [existing], "worker")
+    d1.execute_batch([(s.sql, s.params) for p in plans(d1, [existing], "20261129T115500Z-0e0e0e")
                       for s in job_statements(p)])
     [plan] = plans(d1, [record("2026-11-16", ("AAPL", "MSFT"))])
     assert not plan.new_execution
@@ -279,7 +279,7 @@ def _backfill(tmp_path: Path, d1: FileD1, records: list[KvRecord]) -> LedgerRun:
 
 def test_revert_deletes_exactly_the_runs_rows(tmp_path: Path) -> None:
     d1 = new_db(tmp_path / "d1.sqlite")
-    d1.execute_batch([(s.sql, s.params) for p in plans(d1, [record("2026-11-16", ("AAPL",))], "w")
+    d1.execute_batch([(s.sql, s.params) for p in plans(d1, [record("2026-11-16", ("AAPL",))], "20261129T115500Z-0e0e0e")
                       for s in job_statements(p)])
     before = d1.conn.execute("SELECT * FROM analysis_results").fetchall()
     assert counts(d1) == (1, 1, 0)

@@ -49,12 +49,12 @@ def make_worker(directory: Path, *, days: int = 20, tricky: bool = True) -> Work
 
 
 def run(files: WorkerFiles, *args: str) -> Result:
-    argv = ["backfill", "--config", str(files.config), "--now", NOW.isoformat(), *args]
+    argv = ["backfill", "--config", str(files.config), "--as-of", NOW.isoformat(), *args]
     return CliRunner().invoke(main, argv, catch_exceptions=False)
 
 
 def verify(files: WorkerFiles) -> dict[str, Any]:
-    argv = ["verify", "--config", str(files.config), "--now", NOW.isoformat(), "--format", "json"]
+    argv = ["verify", "--config", str(files.config), "--as-of", NOW.isoformat(), "--format", "json"]
     result = CliRunner().invoke(main, argv, catch_exceptions=False)
     return dict(json.loads(result.stdout))
 
@@ -286,7 +286,7 @@ def test_a_read_only_database_is_one_error_line_and_nothing_changes(tmp_path: Pa
     state = files.d1_path.parent
     before = files_digest(state)
     argv = [sys.executable, "-c", "from kv2d1.cli import main; main()", "backfill",
-            "--config", str(files.config), "--now", NOW.isoformat()]
+            "--config", str(files.config), "--as-of", NOW.isoformat()]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if os.geteuid() == 0:
         if shutil.which("unshare") is None or subprocess.run(
@@ -350,7 +350,7 @@ def expected_rows(files: WorkerFiles) -> dict[str, dict[str, Any]]:
     from verifier.sources.local import LocalD1, LocalKv
     from verifier.verify import Verification
 
-    kv = LocalKv(files.v3_dir, files.kv_namespace_id)
+    kv = LocalKv(files.v3_dir, files.kv_namespace_id, now_ms=int(NOW.timestamp() * 1000))
     d1 = LocalD1(files.d1_path)
     verification = Verification(kv=kv, d1=d1, profile=load_profile("default"),
                                 window=files.window, now=NOW)

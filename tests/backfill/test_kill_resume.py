@@ -51,7 +51,7 @@ def kv2d1(
     if batch_rows is not None:
         env["KV2D1_BATCH_ROWS"] = str(batch_rows)
     argv = [sys.executable, "-c", "from kv2d1.cli import main; main()", *args,
-            "--config", str(directory / "wrangler.toml"), "--now", NOW.isoformat(), "-q"]
+            "--config", str(directory / "wrangler.toml"), "--as-of", NOW.isoformat(), "-q"]
     return subprocess.run(argv, cwd=directory, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 

@@ -50,7 +50,7 @@ from verifier.sources.local import LocalD1
 
 DDL = (Path(__file__).resolve().parents[2] / "schema" / "scheduled-jobs.sql").read_text()
 RUN = Provenance("20261129T120000Z-0a0b0c")
-WORKER = Provenance("the-worker")
+WORKER = Provenance("20261129T120500Z-0e0e0e")
 ONE_ROW_AT_A_TIME = BatchLimits(max_rows=1, statement=StatementLimits(max_params=1))
 TABLES = ("job_executions", "analysis_results", "report_snapshots")
 
@@ -80,7 +80,7 @@ def record(
 def job(seq: int, rec: KvRecord, *, whole: bool = True, by: Provenance = RUN) -> JobPlan:
     """A plan straight from a record: the whole job, or its children only (stamped as `by`'s,
     as `backfill.plan.job_plan` stamps them)."""
-    children = [*symbol_rows(rec, stamp=by.stamp), *report_rows(rec, stamp=by.stamp)]
+    children = [*symbol_rows(rec, stamp=by.created_at), *report_rows(rec, stamp=by.created_at)]
     rows = [execution_row(rec, by), *children] if whole else children
     return JobPlan(seq, rec.kv_key, rec.job.key, tuple(rows))
 

@@ -164,8 +164,13 @@ def test_the_runs_children_carry_its_stamp_in_a_created_at_sqlite_still_reads(
     ]
     assert re.fullmatch(r"\.000[0-9]{9}", RUN.stamp)
     assert Provenance(RUN.run_id).stamp == RUN.stamp != Provenance("another run").stamp
-    with pytest.raises(ValueError, match="dot and digits"):
+    # The time is the run's start, which its id carries (one clock; D1's is never asked).
+    assert RUN.created_at == "2026-11-29 12:00:00" + RUN.stamp
+    assert [c for s, c, _ in rows if s != "AAPL"] == [RUN.created_at] * 2
+    with pytest.raises(ValueError, match="time and digits"):
         insert_sql(Table.ANALYSIS_RESULTS, ("symbol",), ["(?)"], "'; DROP TABLE x; --")
+    with pytest.raises(ValueError, match="does not start with its UTC time"):
+        _ = Provenance("another run").created_at
 
 
 def test_rows_of_existing_executions_join_them_by_natural_key(tmp_path: Path) -> None:
@@ -381,7 +386,7 @@ def test_after_a_backfill_nothing_is_missing_and_a_second_inserts_nothing(
     records, present = world
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.executescript(DDL)
-    apply(conn, list(build_plans(findings_of(conn, present), provenance=Provenance("dual-writer"))))
+    apply(conn, list(build_plans(findings_of(conn, present), provenance=Provenance("20261129T120500Z-d0a1e5"))))
     apply(conn, plans_for(conn, records))
     assert [f for f in findings_of(conn, records) if f.category in BACKFILLED] == []
     assert apply(conn, plans_for(conn, records)) == 0

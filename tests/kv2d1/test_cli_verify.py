@@ -46,7 +46,7 @@ def make_worker(root: Path, entries: list[KvEntry], *, schema: bool = True) -> P
 
 
 def run(root: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, ["verify", "--config", str(root / "wrangler.toml"), "--now", NOW, *args])
+    result = CliRunner().invoke(main, ["verify", "--config", str(root / "wrangler.toml"), "--as-of", NOW, *args])
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -56,7 +56,9 @@ def remote_world(
 ) -> Iterator[RemoteWorld]:
     """The loopback API holding a small worker; retries back off for milliseconds."""
     files = small_worker(tmp_path / "worker")
-    kv, d1, _ = open_local_sources(load_wrangler_config(files.config))
+    kv, d1, _ = open_local_sources(
+        load_wrangler_config(files.config), now_ms=int(NOW.timestamp() * 1000)
+    )
     copy = load_remote_copy(
         cf_server, kv, d1, namespace_id=files.kv_namespace_id, database_name=files.d1_database_name
     )

@@ -30,7 +30,7 @@ MIB = 1024 * 1024
 
 def run(root: Path, command: str, *args: str) -> Result:
     """`kv2d1 COMMAND` on the worker in `root`, JSON output, at the fixed NOW."""
-    config = ["--config", str(root / "wrangler.toml"), "--now", NOW, "-q"]
+    config = ["--config", str(root / "wrangler.toml"), "--as-of", NOW, "-q"]
     return CliRunner().invoke(main, [command, *config, *args])
 
 

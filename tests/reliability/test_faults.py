@@ -108,7 +108,7 @@ def test_short_and_empty_cursor_pages_lose_no_key(
 def backfill_remote(world: RemoteWorld) -> Any:
     """`kv2d1 backfill --remote` over the world's whole window."""
     return kv2d1(
-        "backfill", "--remote", "--config", str(world.remote_config), "-q", "--now", NOW.isoformat(),
+        "backfill", "--remote", "--config", str(world.remote_config), "-q", "--as-of", NOW.isoformat(),
         "--ledger-dir", str(world.tmp / "runs"),
     )  # fmt: skip
 
@@ -118,7 +118,7 @@ def check_d1_complete(world: RemoteWorld, counts: ReliabilityCounts, expected: l
     conn = world.stub.d1(world.copy.database_id)
     counts.record(expected=expected, actual=list(conn.execute(EXECUTION_KEY)))
     verified = kv2d1("verify", "--remote", "--config", str(world.remote_config), "-q", "--format", "json",
-                     "--now", NOW.isoformat())  # fmt: skip
+                     "--as-of", NOW.isoformat())  # fmt: skip
     assert [f for f in findings_of(verified) if f["category"] == "missing_in_d1"] == []
     assert (counts.lost, counts.duplicated) == (0, 0)
 
@@ -187,7 +187,7 @@ def local_worker(tmp_path: Path) -> Iterator[Any]:
 
 
 def backfill_local(files: Any, *args: str) -> Any:
-    return kv2d1("backfill", "--config", str(files.config), "-q", "--now", NOW.isoformat(), *args)
+    return kv2d1("backfill", "--config", str(files.config), "-q", "--as-of", NOW.isoformat(), *args)
 
 
 @pytest.mark.reliability(

@@ -30,7 +30,7 @@ def hashed(value: Any) -> str:
 
 
 def verify(files: WorkerFiles, *args: str) -> Any:
-    return kv2d1("verify", "--config", str(files.config), "-q", "--now", NOW.isoformat(), *args)
+    return kv2d1("verify", "--config", str(files.config), "-q", "--as-of", NOW.isoformat(), *args)
 
 
 def secret_values(findings: list[dict[str, Any]]) -> set[str]:
@@ -72,7 +72,7 @@ def test_a_redacted_report_holds_hashes_and_says_so(worker: WorkerFiles) -> None
 @pytest.mark.parametrize("fmt", ["html", "markdown", "junit", "text"])
 def test_every_report_format_hides_the_values(worker: WorkerFiles, fmt: str) -> None:
     plain = findings_of(verify(worker, "--format", "json"))
-    result = kv2d1("report", "--config", str(worker.config), "-q", "--now", NOW.isoformat(),
+    result = kv2d1("report", "--config", str(worker.config), "-q", "--as-of", NOW.isoformat(),
                    "--format", fmt, "--redact", "--probe-repeat", "2")  # fmt: skip
     assert result.exit_code in (3, 4), result.output
     assert secret_values(plain) and [v for v in secret_values(plain) if v in result.stdout] == []

@@ -16,7 +16,7 @@ pytest_plugins = ("tests.remote_fixtures",)
 def remote(world: RemoteWorld, *args: str) -> int:
     """Run a remote command at NOW; its exit code (output is checked by the canary)."""
     result = kv2d1(
-        *args, "--remote", "--config", str(world.remote_config), "-q", "--now", NOW.isoformat()
+        *args, "--remote", "--config", str(world.remote_config), "-q", "--as-of", NOW.isoformat()
     )
     assert "Traceback" not in result.output
     return result.exit_code

@@ -33,6 +33,7 @@ from tests.cfserver import (
     serve,
 )
 from tests.reports.datasets import NOW, World
+from verifier.clock import RunClock
 from verifier.d1 import REMOTE_D1_CHUNK
 from verifier.profile import schema_dir
 from verifier.sources.remote import (
@@ -43,7 +44,7 @@ from verifier.sources.remote import (
 )
 
 pytest_plugins = ("tests.remote_fixtures",)
-WINDOW = ["--since", "2026-11-10", "--until", "2026-11-23", "--now", NOW.isoformat()]
+WINDOW = ["--since", "2026-11-10", "--until", "2026-11-23", "--as-of", NOW.isoformat()]
 
 
 def use_world(monkeypatch: pytest.MonkeyPatch, opened: OpenedSources) -> None:
@@ -52,7 +53,7 @@ def use_world(monkeypatch: pytest.MonkeyPatch, opened: OpenedSources) -> None:
 
 
 def local(world: World) -> OpenedSources:
-    return OpenedSources(world.kv, world.d1, world.source, "PREDICT_JOBS_DB")
+    return OpenedSources(world.kv, world.d1, world.source, "PREDICT_JOBS_DB", RunClock.fixed(world.now))
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -280,7 +281,7 @@ def open_remote(stub: AnalyticsStub, database_id: str) -> OpenedSources:
         RemoteCredentials(TOKEN, ACCOUNT, stub.base_url), retry=RetryPolicy(timeout_s=5.0)
     )
     kv, d1, source = open_remote_sources(config, client=client)
-    return OpenedSources(kv, d1, source, "prod", d1_chunk=REMOTE_D1_CHUNK)
+    return OpenedSources(kv, d1, source, "prod", RunClock.fixed(NOW), d1_chunk=REMOTE_D1_CHUNK)
 
 
 def test_remote_report_reads_kv_analytics_and_d1_durations(

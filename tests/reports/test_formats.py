@@ -20,6 +20,7 @@ from reports.render import OutputFormat, render
 from reports.report_run import ReportOptions, ReportTools, run_report
 from tests.reports.chromium import find_chromium, open_page
 from tests.reports.datasets import World
+from verifier.clock import RunClock
 from verifier.model import Coverage, Window
 
 XSD = Path(__file__).resolve().parents[1] / "data" / "junit-10.xsd"
@@ -56,6 +57,7 @@ def probe_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         coverage=Coverage(),
         findings=[],
         summary=Summary(),
+        clock=RunClock.fixed(world.now),
         extra={"probe": result.to_json()},
     )
 

@@ -215,7 +215,7 @@ def test_get_many_keeps_the_order_given_and_leaves_out_missing_keys(tmp_path: Pa
 def test_values_of_any_size_are_read_whole(tmp_path: Path, size: int) -> None:
     value = bytes(i % 251 for i in range(size))  # around the one-read size, and past it
     put(tmp_path, "ns", KvEntry("big", value), KvEntry("small", b"x"))
-    kv = LocalKv(tmp_path, "ns")
+    kv = LocalKv(tmp_path, "ns", now_ms=NOW_MS)
     assert [e.value for e in kv.get_many(["big", "small", "big"])] == [value, b"x", value]
     kv.close()
 
@@ -223,7 +223,7 @@ def test_values_of_any_size_are_read_whole(tmp_path: Path, size: int) -> None:
 def test_get_many_reads_more_keys_than_one_query_holds(tmp_path: Path) -> None:
     keys = [f"key-{i}" for i in range(1203)]
     put(tmp_path, "ns", *(KvEntry(k, k.encode()) for k in keys))
-    got = list(LocalKv(tmp_path, "ns").get_many(keys[::-1]))
+    got = list(LocalKv(tmp_path, "ns", now_ms=NOW_MS).get_many(keys[::-1]))
     assert [(e.key, e.value) for e in got] == [(k, k.encode()) for k in keys[::-1]]
 
 
@@ -245,7 +245,7 @@ def test_writes_still_in_the_wal_are_read(tmp_path: Path) -> None:
     writer.commit()
     try:
         assert Path(f"{path}-wal").stat().st_size > 0
-        kv = LocalKv(tmp_path, "ns")
+        kv = LocalKv(tmp_path, "ns", now_ms=NOW_MS)
         assert [e.value for e in kv.get_many(["old", "new"])] == [b"1", b"2"]
     finally:
         writer.close()
@@ -253,7 +253,7 @@ def test_writes_still_in_the_wal_are_read(tmp_path: Path) -> None:
 
 def test_local_kv_is_a_kv_source(tmp_path: Path) -> None:
     put(tmp_path, "ns", KvEntry("k", b"v"))
-    source: KvSource = LocalKv(tmp_path, "ns")
+    source: KvSource = LocalKv(tmp_path, "ns", now_ms=NOW_MS)
     assert [k.name for k in source.iter_keys()] == ["k"]
 
 
@@ -262,7 +262,7 @@ def test_local_kv_is_a_kv_source(tmp_path: Path) -> None:
 
 def test_no_state_at_all_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(StateNotFoundError) as caught:
-        LocalKv(tmp_path / "v3", "my-ns")
+        LocalKv(tmp_path / "v3", "my-ns", now_ms=NOW_MS)
     assert str(caught.value) == (
         f"no local KV state for namespace my-ns under {tmp_path / 'v3'}; run `wrangler dev` or "
         "`wrangler kv key put --local …` first, or pass --persist-to"
@@ -272,7 +272,7 @@ def test_no_state_at_all_says_how_to_create_it(tmp_path: Path) -> None:
 def test_state_without_this_namespace_names_the_expected_file(tmp_path: Path) -> None:
     put(tmp_path, "other", KvEntry("k", b"v"))
     with pytest.raises(StateNotFoundError) as caught:
-        LocalKv(tmp_path, "my-ns")
+        LocalKv(tmp_path, "my-ns", now_ms=NOW_MS)
     assert (
         f"no local KV state for namespace my-ns: {kv_sqlite_path(tmp_path, 'my-ns')} does not exist"
         in str(caught.value)
@@ -285,7 +285,7 @@ def test_a_corrupt_key_table_is_a_corrupt_source(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database, just text " * 200)
     with pytest.raises(CorruptSourceError, match=f"{path} is not a readable SQLite database"):
-        LocalKv(tmp_path, "ns")
+        LocalKv(tmp_path, "ns", now_ms=NOW_MS)
 
 
 def test_a_sqlite_file_without_the_key_table_is_a_corrupt_source(tmp_path: Path) -> None:
@@ -293,14 +293,14 @@ def test_a_sqlite_file_without_the_key_table_is_a_corrupt_source(tmp_path: Path)
     path.parent.mkdir(parents=True)
     sqlite3.connect(path).execute("CREATE TABLE other (x)").connection.close()
     with pytest.raises(CorruptSourceError, match="has no _mf_entries table"):
-        LocalKv(tmp_path, "ns")
+        LocalKv(tmp_path, "ns", now_ms=NOW_MS)
 
 
 def test_a_row_without_its_blob_names_the_key(tmp_path: Path) -> None:
     put(tmp_path, "ns", KvEntry("a", b"1"), KvEntry("broken key", b"2"))
     blob = next(row[1] for row in kv_rows(tmp_path, "ns") if row[0] == "broken key")
     (tmp_path / "kv" / "ns" / "blobs" / str(blob)).unlink()
-    kv = LocalKv(tmp_path, "ns")
+    kv = LocalKv(tmp_path, "ns", now_ms=NOW_MS)
 
     with pytest.raises(
         SourceError, match=r"KV key 'broken key' points at value file .* which is missing"
@@ -316,7 +316,7 @@ def test_values_are_read_ahead_yet_come_in_order_with_errors_at_their_turn(
     blob = next(row[1] for row in kv_rows(tmp_path, "ns") if row[0] == "k100")
     (tmp_path / "kv" / "ns" / "blobs" / str(blob)).unlink()
     fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
-    kv = LocalKv(tmp_path, "ns")
+    kv = LocalKv(tmp_path, "ns", now_ms=NOW_MS)
 
     got: list[str] = []
     with pytest.raises(SourceError, match="KV key 'k100' points at value file"):
@@ -335,7 +335,7 @@ def test_metadata_that_is_not_json_names_the_key(tmp_path: Path) -> None:
     with sqlite3.connect(kv_sqlite_path(tmp_path, "ns")) as conn:
         conn.execute("UPDATE _mf_entries SET metadata = '{broken'")
     with pytest.raises(CorruptSourceError, match=r"KV key 'k' .* has metadata that is not JSON"):
-        list(LocalKv(tmp_path, "ns").iter_keys())
+        list(LocalKv(tmp_path, "ns", now_ms=NOW_MS).iter_keys())
 
 
 # --- the writer -------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_overwriting_deletes_the_replaced_blob_and_leaves_no_temporary_file(tmp_
     put(tmp_path, "ns", KvEntry("k", b"2"), KvEntry("k", b"3"))  # twice in one batch too
 
     assert len(list(blobs.iterdir())) == 2
-    assert [e.value for e in LocalKv(tmp_path, "ns").get_many(["k", "other"])] == [b"3", b"x"]
+    assert [e.value for e in LocalKv(tmp_path, "ns", now_ms=NOW_MS).get_many(["k", "other"])] == [b"3", b"x"]
 
 
 def test_the_writer_batches_many_entries(tmp_path: Path) -> None:
@@ -394,7 +394,7 @@ def test_the_writer_refuses_an_empty_key_and_writes_nothing_of_its_batch(tmp_pat
 def test_the_writer_uses_the_sanitised_blob_directory(tmp_path: Path) -> None:
     put(tmp_path, "a:b", KvEntry("k", b"v"))
     assert (tmp_path / "kv" / "a_b" / "blobs").is_dir()
-    assert [e.value for e in LocalKv(tmp_path, "a:b").get_many(["k"])] == [b"v"]
+    assert [e.value for e in LocalKv(tmp_path, "a:b", now_ms=NOW_MS).get_many(["k"])] == [b"v"]
 
 
 # --- D1 ---------------------------------------------------------------------------------------
@@ -566,7 +566,8 @@ def test_open_local_sources_follows_the_binding_and_describes_the_choice(tmp_pat
     plan_db(v3, "db-1")
 
     kv, d1, source = open_local_sources(
-        config_at(tmp_path), kv_binding="KV", d1_binding=None, persist_to=None, preview=True
+        config_at(tmp_path), kv_binding="KV", d1_binding=None, persist_to=None, preview=True,
+        now_ms=NOW_MS,
     )
 
     assert [k.name for k in kv.iter_keys()] == ["p"]
@@ -601,7 +602,7 @@ def test_open_local_sources_with_persist_to_and_writable(
 
     kv, d1, source = open_local_sources(
         config_at(tmp_path / "elsewhere"), kv_binding="KV", d1_binding="DB",
-        persist_to=Path("state"), preview=None, writable=True,
+        persist_to=Path("state"), preview=None, writable=True, now_ms=NOW_MS,
     )  # fmt: skip
 
     assert [k.name for k in kv.iter_keys()] == ["i"]
@@ -612,4 +613,4 @@ def test_open_local_sources_with_persist_to_and_writable(
 def test_open_local_sources_reports_missing_state(tmp_path: Path) -> None:
     with pytest.raises(StateNotFoundError, match="no local KV state for namespace c under"):
         open_local_sources(config_at(tmp_path), kv_binding="CACHE", d1_binding=None,
-                           persist_to=None, preview=None)  # fmt: skip
+                           persist_to=None, preview=None, now_ms=NOW_MS)  # fmt: skip

@@ -79,7 +79,7 @@ def test_two_processes_find_exactly_what_one_finds(world, window: Window | None)
 def test_a_snapshot_splits_the_same_way(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kv, d1 = sources(world)
     path = tmp_path / "s.sqlite"
-    capture_snapshot(kv, d1, {"kind": "local"}, path)
+    capture_snapshot(kv, d1, {"kind": "local"}, path, as_of=NOW)  # as the sources were read
     expected = findings_of(run(kv, d1, world[0].window, 1))
     skv, sd1, _ = open_snapshot_sources(path)
     got = findings_of(run(skv, sd1, world[0].window, 2))

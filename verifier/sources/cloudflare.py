@@ -32,6 +32,7 @@ from urllib.parse import quote
 import httpx
 import tenacity
 
+from verifier.clock import wall_seconds
 from verifier.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class CloudflareClient:
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = wall_seconds,
         rng: random.Random | None = None,
     ) -> None:
         self.credentials = credentials

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -232,10 +231,6 @@ def _seconds(expiration_ms: int | None) -> int | None:
     return None if expiration_ms is None else expiration_ms // 1000
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 # --- KV --------------------------------------------------------------------------------------
 
 _PAGE_FIRST = (
@@ -256,7 +251,7 @@ class LocalKv:
     """A KV namespace in wrangler's local state, read-only (a `KvSource`).
 
     Liveness follows miniflare: a key is listed while `expiration >= now` and returned by a get
-    while `expiration > now` (ms). `now_ms` pins the clock (tests, reproducible runs).
+    while `expiration > now` (ms), where now is `now_ms`: the run's `as_of` (`verifier.clock`).
     """
 
     def __init__(
@@ -264,7 +259,7 @@ class LocalKv:
         v3_dir: Path,
         namespace_id: str,
         *,
-        now_ms: int | None = None,
+        now_ms: int,
         page_size: int = KV_PAGE,
     ) -> None:
         self.namespace_id = namespace_id
@@ -285,7 +280,7 @@ class LocalKv:
         Pages of `page_size` keys by key range, so memory stays bounded at any size. Keys with
         one prefix are contiguous in byte order: the walk starts at the prefix, stops after it.
         """
-        now = self._now if self._now is not None else _now_ms()
+        now = self._now
         rows = self._rows(_PAGE_FIRST, (prefix, now, self._page_size))
         while rows:
             for key, expiration, metadata in rows:
@@ -298,7 +293,7 @@ class LocalKv:
 
     def iter_key_names(self, prefix: str = "") -> Iterator[str]:
         """The names `iter_keys(prefix)` would list: one streamed query, nothing parsed."""
-        now = self._now if self._now is not None else _now_ms()
+        now = self._now
         try:
             for (key,) in self._conn.execute(_NAMES, (prefix, now)):
                 if not key.startswith(prefix):
@@ -309,7 +304,7 @@ class LocalKv:
 
     def count_keys(self) -> int:
         """How many live keys `iter_keys()` would list."""
-        now = self._now if self._now is not None else _now_ms()
+        now = self._now
         # All keys less the expired ones: SQLite counts a table without reading its rows, and
         # miniflare's index on expiration finds the expired ones (a scan of every row was ~5 ms
         # at 100k keys).
@@ -321,7 +316,7 @@ class LocalKv:
 
     def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
         """The live entries of `keys` in the order given, values read from the blob files."""
-        now = self._now if self._now is not None else _now_ms()
+        now = self._now
         for start in range(0, len(keys), GET_CHUNK):
             chunk = keys[start : start + GET_CHUNK]
             marks = ", ".join("?" * len(chunk))
@@ -670,9 +665,11 @@ def open_local_sources(
     preview: bool | None = None,
     writable: bool = False,
     dev_rule: bool = False,
-    now_ms: int | None = None,
+    now_ms: int,
 ) -> tuple[LocalKv, LocalD1, dict[str, Any]]:
     """The local KV namespace and D1 database of two bindings, and the report's `source` block.
+
+    `now_ms` is the run's `as_of` in epoch ms: which keys are alive (`LocalKv`).
 
     The block names the config, the bindings, the ids the files were found by (and the rule
     that chose the KV id) and the files themselves; it never holds a secret.

@@ -17,11 +17,11 @@ import os
 import secrets
 import sqlite3
 import struct
-import time
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 
+from verifier.clock import wall_seconds
 from verifier.errors import CorruptSourceError, SourceError
 from verifier.model import KvEntry
 from verifier.sources.local import d1_sqlite_path, kv_blob_dir, kv_sqlite_path
@@ -44,7 +44,7 @@ _LOOKUP_CHUNK = 500
 def new_blob_id(now_ms: int | None = None) -> str:
     """miniflare's blob id: 32 random bytes, then the creation time as a big-endian signed
     64-bit epoch-ms, in lowercase hex (80 characters)."""
-    stamp = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    stamp = int(wall_seconds() * 1000) if now_ms is None else now_ms
     return secrets.token_hex(32) + struct.pack(">q", stamp).hex()
 
 

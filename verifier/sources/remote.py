@@ -10,6 +10,7 @@ changes the retries of the clients it builds.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import re
@@ -116,6 +117,7 @@ class RemoteKv:
         batch_size: int = BULK_GET_MAX,
         parallel: int = 4,
         with_metadata: bool = True,
+        as_of: dt.datetime | None = None,
     ) -> None:
         if not 10 <= page_size <= LIST_PAGE_MAX or not 1 <= batch_size <= BULK_GET_MAX:
             raise ValueError("page_size must be 10..1000 and batch_size 1..100")
@@ -125,6 +127,9 @@ class RemoteKv:
         self.batch_size = batch_size
         self.parallel = max(parallel, 1)
         self.with_metadata = with_metadata
+        # The run's `as_of`: a key whose expiration is not after it is expired (the API drops
+        # such keys itself within seconds; this keeps an `--as-of` run's view). None: the API's.
+        self._as_of_s = None if as_of is None else as_of.timestamp()
 
     def describe(self) -> str:
         return f"KV namespace {self.namespace_id}"
@@ -144,7 +149,10 @@ class RemoteKv:
                 permission=KV_READ,
                 params=self._list_params(prefix, cursor),
             )
-            yield from (_key_info(item, what) for item in _as_list(envelope.result, what))
+            for item in _as_list(envelope.result, what):
+                info = _key_info(item, what)
+                if self._alive(info.expiration):
+                    yield info
             next_cursor = envelope.result_info.get("cursor") or ""
             if not next_cursor:
                 return
@@ -160,10 +168,13 @@ class RemoteKv:
         batches = _chunks(keys, self.batch_size)
         if len(keys) <= self.batch_size or self.parallel == 1:
             for batch in batches:
-                yield from self._read_batch(batch)
+                yield from (e for e in self._read_batch(batch) if self._alive(e.expiration))
             return
         for entries in _in_order(self._read_batch, batches, workers=self.parallel):
-            yield from entries
+            yield from (e for e in entries if self._alive(e.expiration))
+
+    def _alive(self, expiration: int | None) -> bool:
+        return expiration is None or self._as_of_s is None or expiration > self._as_of_s
 
     def _list_params(self, prefix: str, cursor: str) -> dict[str, str]:
         params = {"limit": str(self.page_size)}
@@ -467,6 +478,7 @@ def open_remote_sources(
     d1_binding: str | None = None,
     environ: Mapping[str, str] | None = None,
     client: CloudflareClient | None = None,
+    as_of: dt.datetime | None = None,
 ) -> tuple[RemoteKv, RemoteD1, dict[str, Any]]:
     """The KV namespace and D1 database of two bindings, through the REST API.
 
@@ -498,7 +510,7 @@ def open_remote_sources(
         "d1_database_name": d1_entry.database_name,
     }
     d1 = RemoteD1(client, database_id, name=d1_entry.database_name)
-    return RemoteKv(client, kv_entry.id), d1, source
+    return RemoteKv(client, kv_entry.id, as_of=as_of), d1, source
 
 
 def _pick(entries: Sequence[_Binding], name: str | None, section: str, option: str) -> _Binding:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier import TOOL_NAME, __version__
+from verifier.clock import wall_clock
 from verifier.d1 import PLAN_TABLES
 from verifier.errors import (
     CorruptSourceError,
@@ -84,7 +85,7 @@ CREATE TABLE manifest (
   tool_version TEXT NOT NULL,
   source_kind TEXT NOT NULL,
   source TEXT NOT NULL,           -- JSON: kind, bindings, ids; never a secret
-  started_at TEXT NOT NULL,       -- ISO 8601 UTC
+  started_at TEXT NOT NULL,       -- ISO 8601 UTC: the capture's as-of (keys alive then)
   finished_at TEXT,               -- NULL until the capture is complete
   resumed INTEGER NOT NULL DEFAULT 0,
   stage TEXT NOT NULL,            -- 'kv', a table name, or 'done'
@@ -104,6 +105,7 @@ CREATE TABLE kv_entries (
 """
 
 ProgressCallback = Callable[[str, int], None]
+_ALIVE = "(expiration IS NULL OR expiration > ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,44 +145,57 @@ class CaptureOptions:
 
 
 class SnapshotKv:
-    """The KV entries of a snapshot (a read-only `KvSource`)."""
+    """The KV entries of a snapshot (a read-only `KvSource`).
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    A key is alive while its expiration (epoch s) is after `as_of_s`, the run's `as_of`: by
+    default the capture's own time (`snapshot_captured_at`), so every key the capture listed
+    stays alive however late the file is verified. None keeps every entry.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, as_of_s: float | None) -> None:
         self._conn = conn
         self.path = path
+        self._as_of_s = as_of_s
+        # -inf keeps every entry: `expiration > ?` then holds for any number.
+        self._alive = (float("-inf") if as_of_s is None else as_of_s,)
 
     def describe(self) -> str:
         return f"the KV entries of snapshot {self.path}"
 
     def reopened(self) -> SnapshotKv:
         """The same entries over a new connection (for a forked worker process)."""
-        return SnapshotKv(_reconnect(self.path), self.path)
+        return SnapshotKv(_reconnect(self.path), self.path, as_of_s=self._as_of_s)
 
     def iter_keys(self, prefix: str = "") -> Iterator[KeyInfo]:
-        """Every key starting with `prefix`, in UTF-8 byte order (SQLite's BINARY collation)."""
-        sql = "SELECT key, expiration, metadata FROM kv_entries WHERE key >= ? ORDER BY key"
-        for key, expiration, metadata in self._rows(sql, (prefix,)):
+        """Every live key starting with `prefix`, in UTF-8 byte order (SQLite's BINARY collation)."""
+        sql = f"SELECT key, expiration, metadata FROM kv_entries WHERE key >= ? AND {_ALIVE} ORDER BY key"
+        for key, expiration, metadata in self._rows(sql, (prefix, *self._alive)):
             if not key.startswith(prefix):
                 return
             yield KeyInfo(key, expiration, _json_or_none(metadata))
 
     def iter_key_names(self, prefix: str = "") -> Iterator[str]:
         """The names `iter_keys(prefix)` would list, without expiration and metadata."""
-        for (key,) in self._rows("SELECT key FROM kv_entries WHERE key >= ? ORDER BY key", (prefix,)):
+        sql = f"SELECT key FROM kv_entries WHERE key >= ? AND {_ALIVE} ORDER BY key"
+        for (key,) in self._rows(sql, (prefix, *self._alive)):
             if not key.startswith(prefix):
                 return
             yield key
 
     def count_keys(self) -> int:
         """How many keys `iter_keys()` would list."""
-        return int(next(iter(self._rows("SELECT count(*) FROM kv_entries", ())))[0])
+        sql = f"SELECT count(*) FROM kv_entries WHERE {_ALIVE}"
+        return int(next(iter(self._rows(sql, self._alive)))[0])
 
     def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
-        """The entries of `keys` in the order given; keys the snapshot lacks are left out."""
+        """The live entries of `keys` in the order given; keys the snapshot lacks are left out."""
         for chunk in _batched(keys, 500):
             marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT key, value, expiration, metadata FROM kv_entries WHERE key IN ({marks})"
-            found = {row[0]: row for row in self._rows(sql, tuple(chunk))}
+            sql = (
+                "SELECT key, value, expiration, metadata FROM kv_entries "
+                f"WHERE key IN ({marks}) AND {_ALIVE}"
+            )
+            found = {row[0]: row for row in self._rows(sql, (*chunk, *self._alive))}
             for key in chunk:
                 if (row := found.get(key)) is not None:
                     yield KvEntry(key, _as_bytes(row[1]), row[2], _json_or_none(row[3]))
@@ -248,9 +263,12 @@ def _damaged(exc: sqlite3.DatabaseError) -> bool:
     return "malformed" in text or "not a database" in text
 
 
-def open_snapshot_sources(path: Path) -> tuple[KvSource, D1Source, dict[str, Any]]:
+def open_snapshot_sources(
+    path: Path, *, as_of: dt.datetime | None = None
+) -> tuple[KvSource, D1Source, dict[str, Any]]:
     """Both sides of a finished snapshot, and the `source` block that describes it for reports.
 
+    Keys are judged alive as of `as_of`, by default the capture's time (`snapshot_captured_at`).
     The file is checked first: a missing, non-SQLite, truncated, foreign (no manifest) or
     unfinished file is one `SnapshotError` / `CorruptSourceError` that says what to do.
     """
@@ -258,6 +276,7 @@ def open_snapshot_sources(path: Path) -> tuple[KvSource, D1Source, dict[str, Any
     if not manifest.finished:
         conn.close()
         raise _unfinished(manifest)
+    judged = as_of if as_of is not None else _captured_at(manifest)
     source = {
         "kind": "snapshot",
         "path": str(path),
@@ -266,7 +285,29 @@ def open_snapshot_sources(path: Path) -> tuple[KvSource, D1Source, dict[str, Any
         "finished_at": manifest.finished_at,
         "captured_from": dict(manifest.source),
     }
-    return SnapshotKv(conn, path), SnapshotD1(conn, path), source
+    kv = SnapshotKv(conn, path, as_of_s=judged.timestamp())
+    return kv, SnapshotD1(conn, path), source
+
+
+def snapshot_captured_at(path: Path) -> dt.datetime:
+    """The instant a finished snapshot was captured as of: its manifest's `started_at` (every key
+    it holds was alive then; a capture lists keys after it starts, and an expiration only
+    passes)."""
+    manifest = read_manifest(path)
+    if not manifest.finished:
+        raise _unfinished(manifest)
+    return _captured_at(manifest)
+
+
+def _captured_at(manifest: Manifest) -> dt.datetime:
+    try:
+        at = dt.datetime.fromisoformat(manifest.started_at.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CorruptSourceError(
+            f"snapshot {manifest.path} has no readable capture time ({manifest.started_at!r}): "
+            "take a new snapshot"
+        ) from exc
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -420,20 +461,26 @@ def capture_snapshot(
     progress: ProgressCallback | None = None,
     options: CaptureOptions = CaptureOptions(),  # frozen, so safe as a default
     connect: Callable[[str], sqlite3.Connection] | None = None,
-    now: Callable[[], dt.datetime] | None = None,
+    now: Callable[[], dt.datetime] = wall_clock,
+    as_of: dt.datetime | None = None,
 ) -> Manifest:
     """Capture `kv` and `d1` into the snapshot file `path`; its finished manifest.
 
     A new capture refuses an existing file. With `resume`, an unfinished capture of the same
     source carries on from its checkpoint, a finished one is returned as it is, and a missing
-    file starts a new capture. `connect` opens the SQLite file (tests inject one); `now` gives
-    the timestamps. A new file that fails before its first page is removed again; a later
+    file starts a new capture. `connect` opens the SQLite file (tests inject one). A new file's
+    `started_at` is `as_of`, the instant the run judges liveness by (the keys `kv` lists are the
+    ones alive then), else `now()`; `now()` gives `finished_at`. A new file that fails before its first page is removed again; a later
     failure of the source keeps the pages so far and says to `--resume`.
     """
-    clock = now or (lambda: dt.datetime.now(dt.UTC))
     created = not (resume and path.exists())
     capture = _Capture.start(
-        path, _clean_source(source), created=created, connect=connect or sqlite3.connect, now=clock
+        path,
+        _clean_source(source),
+        created=created,
+        connect=connect or sqlite3.connect,
+        now=now,
+        as_of=as_of,
     )
     try:
         if not capture.manifest.finished:
@@ -478,6 +525,7 @@ class _Capture:
         created: bool,
         connect: Callable[[str], sqlite3.Connection],
         now: Callable[[], dt.datetime],
+        as_of: dt.datetime | None,
     ) -> _Capture:
         if created:
             _create_file(path)
@@ -486,7 +534,7 @@ class _Capture:
         conn = _writer(path, connect)
         try:
             if created:
-                _initialise(conn, path, source, now())
+                _initialise(conn, path, source, as_of if as_of is not None else now())
             manifest = _manifest_of(conn, path)  # a snapshot, before anything is changed
             conn.execute("PRAGMA journal_mode = DELETE")  # one file once closed; no -wal
             if not created and not manifest.finished:

@@ -52,6 +52,7 @@ class CommonOptions:
     quiet: bool
     as_of: dt.datetime | None
     redact: bool = False
+    verify_digest: bool = True
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -109,6 +110,15 @@ def common_options(func: F) -> F:
             help="Read both sides from a snapshot file instead of live sources.",
         ),
         click.option(
+            "--no-verify-digest",
+            "verify_digest",
+            is_flag=True,
+            flag_value=False,
+            default=True,
+            help="With --snapshot: read the file without computing its content digest again "
+            "(the report says it was not verified).",
+        ),
+        click.option(
             "--since", callback=_date, help="First business date of the window (YYYY-MM-DD)."
         ),
         click.option(
@@ -156,6 +166,8 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
         raise click.BadParameter(f"--since {since} is after --until {until}", param_hint="--since")
     if kw["snapshot"] is not None and not kw["local"]:
         raise click.UsageError("--snapshot reads a file; it cannot be combined with --remote")
+    if not kw["verify_digest"] and kw["snapshot"] is None:
+        raise click.UsageError("--no-verify-digest applies to --snapshot FILE only")
     fmt = kw.pop("fmt")
     return CommonOptions(
         config=kw.pop("config"),
@@ -173,6 +185,7 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
         quiet=kw.pop("quiet"),
         as_of=kw.pop("as_of"),
         redact=kw.pop("redact"),
+        verify_digest=kw.pop("verify_digest"),
     )
 
 
@@ -278,7 +291,9 @@ def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> O
         from verifier.sources.snapshot import open_snapshot_sources, snapshot_captured_at
 
         clock = RunClock.start(opts.as_of, captured_at=snapshot_captured_at(opts.snapshot))
-        kv, d1, source = open_snapshot_sources(opts.snapshot, as_of=clock.as_of)
+        kv, d1, source = open_snapshot_sources(
+            opts.snapshot, as_of=clock.as_of, verify_digest=opts.verify_digest
+        )
         return OpenedSources(kv, d1, source, str(opts.snapshot), clock)
     clock = RunClock.start(opts.as_of)
     from kv2d1.config import load_wrangler_config

@@ -131,3 +131,27 @@ def test_bad_dates_are_usage_errors(worker: Path) -> None:
     assert "is not a date" in err
     code, _, err = run(worker, "--since", "2026-11-20", "--until", "2026-11-10")
     assert code == 2
+
+
+def test_a_snapshot_edited_after_its_capture_is_one_error_line(worker: Path, tmp_path: Path) -> None:
+    snapshot = tmp_path / "week.sqlite"
+    taken = CliRunner().invoke(main, ["snapshot", "--config", str(worker / "wrangler.toml"),
+                                      "--as-of", NOW, "-o", str(snapshot)])  # fmt: skip
+    assert taken.exit_code == 0, taken.stderr
+    with sqlite3.connect(snapshot) as conn:
+        conn.execute("UPDATE kv_entries SET value = CAST('{\"edited\": 1}' AS BLOB)")
+    result = CliRunner().invoke(main, ["verify", "--snapshot", str(snapshot), "--format", "json"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"Error: snapshot {snapshot} does not match its content digest")
+    assert result.stderr.count("\n") == 1 and "--no-verify-digest" in result.stderr
+    # Read anyway on request: the report says the digest was not verified.
+    anyway = CliRunner().invoke(
+        main, ["verify", "--snapshot", str(snapshot), "--no-verify-digest", "--format", "json"]
+    )
+    assert anyway.exit_code == 3, anyway.stderr
+    assert json.loads(anyway.stdout)["source"]["digest_verified"] is False
+
+
+def test_no_verify_digest_without_a_snapshot_is_a_usage_error(worker: Path) -> None:
+    code, _, err = run(worker, "--no-verify-digest")
+    assert code == 2 and "--no-verify-digest applies to --snapshot FILE only" in err

@@ -221,4 +221,14 @@ EXISTING: dict[str, tuple[str, str, str]] = {
         "non-finite floats in a backfill",
         "refused",
     ),
+    S + "test_an_edited_snapshot_is_refused_for_its_digest": (
+        BAD,
+        "snapshot edited after its capture (a D1 row, a KV value, a deleted row)",
+        "refused: digest mismatch; --no-verify-digest reads it, saying so",
+    ),
+    V + "test_a_snapshot_edited_after_its_capture_is_one_error_line": (
+        BAD,
+        "verify --snapshot of a tampered file",
+        "one Error line naming the digest mismatch, exit 1, no report",
+    ),
 }

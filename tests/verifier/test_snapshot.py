@@ -594,3 +594,43 @@ def test_progress_on_a_terminal_unless_quiet(
     with Progress.for_terminal("kv", quiet=quiet) as progress:
         progress("kv", 10)
     assert terminal.getvalue() == shown
+
+
+# --- the content digest is checked on open (a tampered snapshot is refused) ----------------------
+
+
+def _copy_and_edit(reference: Manifest, tmp_path: Path, sql: str) -> Path:
+    copy = tmp_path / "edited.sqlite"
+    copy.write_bytes(reference.path.read_bytes())
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
+        assert conn.execute(sql).rowcount == 1
+    return copy
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE job_executions SET status = 'partial' WHERE id = (SELECT min(id) FROM job_executions WHERE status != 'partial')",
+        "UPDATE kv_entries SET value = CAST('{}' AS BLOB) WHERE key = (SELECT min(key) FROM kv_entries)",
+        "DELETE FROM report_snapshots WHERE id = (SELECT max(id) FROM report_snapshots)",
+    ],
+    ids=["d1-row-edited", "kv-value-edited", "row-deleted"],
+)
+def test_an_edited_snapshot_is_refused_for_its_digest(
+    reference: Manifest, tmp_path: Path, edit: str
+) -> None:
+    copy = _copy_and_edit(reference, tmp_path, edit)
+    with pytest.raises(CorruptSourceError) as raised:
+        open_snapshot_sources(copy)
+    message = str(raised.value)
+    assert message.startswith(f"snapshot {copy} does not match its content digest (recorded ")
+    assert (reference.content_digest or "")[:16] in message and "--no-verify-digest" in message
+    # Told not to check, it opens, and its source block says it was not verified.
+    kv, _, source = open_snapshot_sources(copy, verify_digest=False)
+    assert source["digest_verified"] is False and kv.count_keys() > 0  # type: ignore[attr-defined]
+
+
+def test_an_untouched_snapshot_opens_verified(reference: Manifest) -> None:
+    _, _, source = open_snapshot_sources(reference.path)
+    assert source["digest_verified"] is True
+    assert source["content_digest"] == reference.content_digest

@@ -264,29 +264,55 @@ def _damaged(exc: sqlite3.DatabaseError) -> bool:
 
 
 def open_snapshot_sources(
-    path: Path, *, as_of: dt.datetime | None = None
+    path: Path, *, as_of: dt.datetime | None = None, verify_digest: bool = True
 ) -> tuple[KvSource, D1Source, dict[str, Any]]:
     """Both sides of a finished snapshot, and the `source` block that describes it for reports.
 
     Keys are judged alive as of `as_of`, by default the capture's time (`snapshot_captured_at`).
     The file is checked first: a missing, non-SQLite, truncated, foreign (no manifest) or
-    unfinished file is one `SnapshotError` / `CorruptSourceError` that says what to do.
+    unfinished file is one `SnapshotError` / `CorruptSourceError` that says what to do. With
+    `verify_digest` its content digest is computed again (one streamed pass, bounded memory)
+    and a file whose content no longer matches its manifest is refused; without it, the
+    `source` block says `digest_verified: false`.
     """
     conn, manifest = _open_checked(path)
-    if not manifest.finished:
+    try:
+        if not manifest.finished:
+            raise _unfinished(manifest)
+        if verify_digest:
+            _check_digest(conn, manifest)
+    except BaseException:
         conn.close()
-        raise _unfinished(manifest)
+        raise
     judged = as_of if as_of is not None else _captured_at(manifest)
     source = {
         "kind": "snapshot",
         "path": str(path),
         "content_digest": manifest.content_digest,
+        "digest_verified": verify_digest,
         "started_at": manifest.started_at,
         "finished_at": manifest.finished_at,
         "captured_from": dict(manifest.source),
     }
     kv = SnapshotKv(conn, path, as_of_s=judged.timestamp())
     return kv, SnapshotD1(conn, path), source
+
+
+def _check_digest(conn: sqlite3.Connection, manifest: Manifest) -> None:
+    """Refuse a snapshot whose content is not what its capture wrote (edited or damaged since)."""
+    try:
+        actual = content_digest(conn)
+    except sqlite3.DatabaseError as exc:
+        raise CorruptSourceError(
+            f"snapshot {manifest.path} cannot be read ({exc}): it is damaged; take a new snapshot"
+        ) from exc
+    if actual != manifest.content_digest:
+        recorded = (manifest.content_digest or "none")[:16]
+        raise CorruptSourceError(
+            f"snapshot {manifest.path} does not match its content digest (recorded {recorded}…, "
+            f"content {actual[:16]}…): it was changed after the capture; take a new snapshot, "
+            "or pass --no-verify-digest to read it as it is"
+        )
 
 
 def snapshot_captured_at(path: Path) -> dt.datetime:

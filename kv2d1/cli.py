@@ -349,8 +349,9 @@ def main() -> None:
 def verify(**kw: Any) -> None:
     """Diff KV with D1: which records D1 lacks, which disagree, which are broken.
 
-    Exit 0 when consistent, 3 when there are findings of severity error, 1 on error, 2 on
-    bad usage.
+    Exit 0 when consistent (at least one KV record compared, no finding of severity error), 3
+    when there are findings of severity error or nothing to compare (KV empty, every key
+    expired, no key the profile knows, an empty window), 1 on error, 2 on bad usage.
 
     Example: kv2d1 verify --config wrangler.toml --since 2026-11-16 --until 2026-11-27
     """
@@ -361,7 +362,9 @@ def verify(**kw: Any) -> None:
         verification = opened.verification(opts, profile, progress=progress)
         doc, _, summary = verify_document(verification, source=opened.source)
     emit(doc, opts)
-    if summary.errors:
+    if not doc["consistency"]["consistent"]:
+        if summary.errors == 0 and not opts.quiet:
+            click.echo(f"Nothing to compare: {doc['consistency']['nothing_compared']}", err=True)
         sys.exit(EXIT_FINDINGS)
 
 

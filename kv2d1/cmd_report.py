@@ -103,11 +103,13 @@ def report(
     """Say whether the migration is ready for cutover, measured against the plan's metrics.
 
     Runs verify, then measures data completeness, 7-day coverage per job type and trading day,
-    query P95 (a probe of the plan's queries), write reliability over the dual-write window,
-    KV read reduction (Cloudflare analytics, --remote) and dashboard load time. The verdict is
-    `rollback` when a rollback trigger fires (write reliability < 95 %, P95 > 200 ms, or a
-    field_mismatch / duplicate_in_d1 finding), else `not_ready` when a target is missed or a
-    required metric is unknown, else `ready`. An unknown metric never counts as a pass.
+    query P95 (a probe of the plan's queries; unknown unless run on D1 itself, --remote), write
+    reliability (KV records reaching D1 by dual-write) and KV read reduction (Cloudflare
+    analytics, --remote) and dashboard load time. The verdict is `rollback` when a rollback
+    trigger fires (write reliability < 95 %, D1 P95 > 200 ms, or a field_mismatch /
+    duplicate_in_d1 / invalid_d1_row finding), else `not_ready` when another finding of
+    severity error exists, a target is missed, a required metric is unknown or nothing was
+    compared, else `ready`. An unknown metric never counts as a pass.
     With $GITHUB_STEP_SUMMARY set, the markdown report is appended there too.
     Exit 0 ready, 3 not ready, 4 rollback, 1 error, 2 bad usage.
 

@@ -44,6 +44,46 @@ class Summary:
         }
 
 
+@dataclass(frozen=True)
+class Consistency:
+    """Verify's answer (PRODUCT.md): consistent only when at least one record was compared and
+    no finding has severity error."""
+
+    errors: int
+    nothing_compared: str | None  # why no record was compared; None when one was
+
+    @classmethod
+    def of(cls, coverage: Coverage, summary: Summary) -> Consistency:
+        return cls(summary.errors, nothing_compared(coverage, summary))
+
+    @property
+    def consistent(self) -> bool:
+        return self.errors == 0 and self.nothing_compared is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"consistent": self.consistent, "nothing_compared": self.nothing_compared}
+
+
+def nothing_compared(coverage: Coverage, summary: Summary) -> str | None:
+    """Why the run compared no KV record with D1 (None when it compared one): KV empty or every
+    key expired, no key the profile knows, no key in the window."""
+    if coverage.kv_records or summary.by_category[Category.INVALID_KV_PAYLOAD.value]:
+        return None
+    if coverage.keys_listed == 0:
+        return "KV lists no live key (the namespace is empty, or every key has expired)"
+    if coverage.keys_matched == 0 and coverage.keys_outside_window == 0:
+        return (
+            f"the profile matched none of the {coverage.keys_listed:,} keys KV lists "
+            "(check --profile and --kv-binding)"
+        )
+    if coverage.keys_matched == 0:
+        return (
+            f"none of the {coverage.keys_outside_window:,} keys the profile matched is in the "
+            "window (check --since / --until)"
+        )
+    return f"the {coverage.keys_matched:,} matched keys hold no KV record of the window"
+
+
 def collect(findings: Iterable[Finding]) -> tuple[list[Finding], Summary]:
     """Consume the stream once: the findings (ordered by category, key) and their summary."""
     summary = Summary()

@@ -30,6 +30,7 @@ from reports.report_fields import (
     grid_of,
     history_line,
     label,
+    no_findings_text,
     probe_of,
     probe_rows,
     reasons,
@@ -364,7 +365,7 @@ def _html_findings(doc: Doc) -> str:
         if len(findings) > MAX_ROWS_HTML
         else ""
     )
-    empty = "" if findings else "<p>No findings: KV and D1 agree in this window.</p>"
+    empty = "" if findings else f"<p>{e(no_findings_text(doc))}</p>"
     return (
         '<section id="findings-section"><h2>Findings</h2><div class="filters"><label>Category '
         f'<select id="category-filter">{options}</select></label><label>Search '

@@ -19,6 +19,7 @@ from reports.report_fields import (
     evidence,
     history_line,
     label,
+    no_findings_text,
     probe_rows,
     reasons,
     shorten,
@@ -116,7 +117,7 @@ def _md_metric(m: Mapping[str, Any]) -> list[str]:
 def _md_findings(doc: Doc) -> str:
     counts = category_counts(doc)
     if not counts:
-        return "## Findings\n\nNo findings: KV and D1 agree in this window."
+        return f"## Findings\n\n{no_findings_text(doc)}"
     parts = [
         "## Findings\n\n"
         + md_table(["category", "severity", "count"], [[c, s, n] for c, n, s in counts])

@@ -19,8 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,12 +297,27 @@ def seven_day_coverage(
 
 
 def query_performance(
-    result: ProbeResult | None, *, reason: str = "", limit: int = EVIDENCE_LIMIT
+    result: ProbeResult | None,
+    *,
+    reason: str = "",
+    on_d1: bool = True,
+    limit: int = EVIDENCE_LIMIT,
 ) -> Metric:
-    """The probe's overall P95 against the plan's 50 ms target and 200 ms rollback trigger."""
+    """The probe's overall P95 against the plan's 50 ms target and 200 ms rollback trigger.
+
+    Only a probe of D1 itself measures the plan's metric (`on_d1`: the REST API, or a timer that
+    reports D1's own durations): the P95 of a local SQLite file stands in for nothing in D1, so
+    it is `unknown`, with the figure kept in the evidence."""
     if result is None:
         return unknown(MetricName.QUERY_P95, reason or "no probe run")
     p95 = result.p95_ms
+    if not on_d1 and result.d1 is None:
+        summary = (
+            f"not measured on D1: P95 {p95:.1f} ms of a local SQLite file says nothing about "
+            "D1's; run the report with --remote to measure it"
+        )
+        evidence = Evidence(summary, detail={"probe": result.to_json(), "measured_on": "local"})
+        return make(MetricName.QUERY_P95, None, MetricStatus.UNKNOWN, evidence)
     basis = "D1's own duration" if result.basis == "d1_duration" else "measured time"
     summary = (
         f"P95 {p95:.1f} ms ({basis}) over {result.repeat} rounds of "
@@ -322,12 +339,14 @@ def query_performance(
 
 @dataclass(frozen=True)
 class WriteTally:
-    """KV jobs of the dual-write window: reached D1 by dual-write, backfilled, or still missing."""
+    """KV records (jobs, symbol results, reports) of the dual-write window: reached D1 by
+    dual-write, backfilled, or still missing."""
 
     since: str
     dual_written: int
     backfilled: tuple[str, ...]
     missing: tuple[str, ...]
+    by_table: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -348,52 +367,95 @@ def backfill_provenance(metadata: Any) -> str | None:
     return str(mark.get("kv_key") or "?")
 
 
-ExecutionRow = tuple[
-    Any, Any, Any, Any, Any
-]  # id, execution_date, job_type, execution_time, metadata
+# A backfilled child's `created_at` ends in its run's stamp: `.000` and nine digits
+# (`backfill.plan.Provenance.stamp`); D1's own `datetime('now')` has no fraction.
+_RUN_STAMP = re.compile(r"\.000[0-9]{9}$")
+
+# table, execution id, date, job type, execution time, execution metadata, child key, created_at
+WriteRow = tuple[Any, Any, Any, Any, Any, Any, Any, Any]
+
+
+def _origin(table: str, metadata: Any, child: Any, created_at: Any) -> str | None:
+    """None for a dual-written row, else the name of what the backfill made it from."""
+    kv_key = backfill_provenance(metadata)
+    if table == Table.JOB_EXECUTIONS.value:
+        return kv_key
+    if kv_key is None and not (isinstance(created_at, str) and _RUN_STAMP.search(created_at)):
+        return None
+    return f"{kv_key or table}/{child}"
+
+
+def _missing_records(f: Finding) -> Iterator[tuple[str, str]]:
+    """The KV records a missing finding stands for: a missing job is its execution and every
+    symbol result and report it carries."""
+    if f.table != Table.JOB_EXECUTIONS:
+        yield str(f.table), f.natural_key
+        return
+    yield Table.JOB_EXECUTIONS.value, f.kv_key or f.natural_key
+    if f.record is not None:
+        base = f.kv_key or f.natural_key
+        for s in f.record.symbols:
+            yield Table.ANALYSIS_RESULTS.value, f"{base}/{s.symbol}"
+        if f.record.report is not None:
+            yield Table.REPORT_SNAPSHOTS.value, f"{base}/{f.record.report.report_type}"
 
 
 def tally_writes(
-    rows: Iterable[ExecutionRow], findings: Sequence[Finding], *, since: str | None = None
+    rows: Iterable[WriteRow], findings: Sequence[Finding], *, since: str | None = None
 ) -> WriteTally | None:
-    """Count the window's executions by how they reached D1; None when none was dual-written.
+    """Count the window's KV records by how they reached D1; None when none was dual-written.
 
-    The dual-write window starts at `since`, else at the first execution without backfill
-    provenance. Orphans (no KV record) are left out; duplicates count once.
+    A record is a D1 row of any of the three tables (an execution, a symbol result, a report
+    snapshot; one row per natural key, duplicates once) or a `missing_in_d1` / `expiring_soon`
+    finding. A row is backfilled when its execution's metadata or its own `created_at` carries
+    kv2d1's provenance. The dual-write window starts at `since`, else at the first date of a
+    dual-written execution. Orphans (no KV record) and their children are left out.
     """
     orphans = {
         f.row_id
         for f in findings
         if f.category is Category.ORPHAN_IN_D1 and f.table == Table.JOB_EXECUTIONS
     }
-    by_key: dict[tuple[str, str, str], str | None] = {}  # natural key -> None (dual) or KV key
-    for row_id, date, job_type, when, metadata in rows:
-        if row_id in orphans:
+    by_key: dict[tuple[str, ...], tuple[str, str | None]] = {}  # natural key -> (table, origin)
+    for table, exec_id, date, job_type, when, metadata, child, created_at in rows:
+        if exec_id in orphans:
             continue
-        key = (str(date), str(job_type), run_of(when) or f"?{when}")
-        origin = backfill_provenance(metadata)
-        if origin is None:
-            by_key[key] = None  # one dual-written row makes the job dual-written
-        elif key not in by_key:
-            by_key[key] = origin
-    start = since or min((k[0] for k, v in by_key.items() if v is None), default=None)
+        key: tuple[str, ...] = (
+            str(table), str(date), str(job_type), run_of(when) or f"?{when}", str(child)
+        )
+        origin = _origin(str(table), metadata, child, created_at)
+        if origin is None or key not in by_key:
+            by_key[key] = (str(table), origin)  # one dual-written row makes the record dual
+    start = since or min(
+        (k[1] for k, (t, o) in by_key.items() if o is None and t == Table.JOB_EXECUTIONS.value),
+        default=None,
+    )
     if start is None:
         return None
-    dual = sum(1 for k, v in by_key.items() if k[0] >= start and v is None)
-    backfilled = tuple(sorted(v for k, v in by_key.items() if k[0] >= start and v is not None))
-    missing = tuple(
-        f.kv_key or f.natural_key
-        for f in findings
-        if f.category in MISSING
-        and f.table == Table.JOB_EXECUTIONS
-        and (g := job_group(f))
-        and g[0] >= start
-    )
-    return WriteTally(start, dual, backfilled, missing)
+    counts: dict[str, Counter[str]] = {t.value: Counter() for t in Table}
+    dual, backfilled = 0, []
+    for record, (table, origin) in by_key.items():
+        if record[1] < start:
+            continue
+        if origin is None:
+            dual += 1
+            counts[table]["dual_written"] += 1
+        else:
+            backfilled.append(origin)
+            counts[table]["backfilled"] += 1
+    missing = []
+    for f in findings:
+        if f.category in MISSING and f.table is not None and (g := job_group(f)) and g[0] >= start:
+            for table, name in _missing_records(f):
+                missing.append(name)
+                counts[table]["missing"] += 1
+    by_table = {t: dict(c) for t, c in counts.items()}
+    return WriteTally(start, dual, tuple(sorted(backfilled)), tuple(missing), by_table)
 
 
 def write_reliability(tally: WriteTally | None, *, limit: int = EVIDENCE_LIMIT) -> Metric:
-    """Dual-written executions ÷ KV jobs of the dual-write window (backfilled ones missed it)."""
+    """KV records that reached D1 by dual-write ÷ all KV records of the dual-write window (the
+    backfilled ones missed it, and are named in the evidence)."""
     name = MetricName.WRITE_RELIABILITY
     if tally is None:
         return unknown(
@@ -402,7 +464,9 @@ def write_reliability(tally: WriteTally | None, *, limit: int = EVIDENCE_LIMIT) 
             "started in this window (give --dual-write-since DATE to measure from a date)",
         )
     if tally.total == 0:
-        return unknown(name, f"no KV job since {tally.since}, the start of the dual-write window")
+        return unknown(
+            name, f"no KV record since {tally.since}, the start of the dual-write window"
+        )
     value = percent(tally.dual_written, tally.total)
     names = (
         *(f"{k} (backfilled)" for k in tally.backfilled),
@@ -410,14 +474,16 @@ def write_reliability(tally: WriteTally | None, *, limit: int = EVIDENCE_LIMIT) 
     )
     records, n = first(names, limit)
     summary = (
-        f"{tally.dual_written} of {tally.total} KV jobs since {tally.since} reached D1 by "
-        f"dual-write; {len(tally.backfilled)} backfilled, {len(tally.missing)} still missing"
+        f"{tally.dual_written} of {tally.total} KV records (jobs, symbol results, reports) since "
+        f"{tally.since} reached D1 by dual-write; {len(tally.backfilled)} backfilled, "
+        f"{len(tally.missing)} still missing"
     )
     detail = {
         "dual_write_since": tally.since,
         "dual_written": tally.dual_written,
         "backfilled": len(tally.backfilled),
         "missing": len(tally.missing),
+        "by_table": tally.by_table,
     }
     evidence = Evidence(summary, records, n, value < WRITE_ROLLBACK, detail)
     return make(name, value, _pass_if(value >= WRITE_TARGET), evidence)

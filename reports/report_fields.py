@@ -19,6 +19,20 @@ MAX_RECORDS = 10
 VERDICT_LABEL = {"ready": "READY", "not_ready": "NOT READY", "rollback": "ROLLBACK"}
 
 
+def no_findings_text(doc: Mapping[str, Any]) -> str:
+    """What a document without findings says: agreement, or that nothing was compared."""
+    why = (doc.get("consistency") or {}).get("nothing_compared")
+    if why:
+        return f"Nothing to compare: {why}. Not consistent: verify exits 3."
+    return "No findings: KV and D1 agree in this window."
+
+
+def nothing_compared_text(doc: Mapping[str, Any]) -> str | None:
+    """The note for a document that has findings (warnings only) but compared nothing."""
+    why = (doc.get("consistency") or {}).get("nothing_compared")
+    return f"Nothing compared: {why}." if why else None
+
+
 def label(metric: Mapping[str, Any]) -> str:
     try:
         return SPECS[MetricName(metric["name"])].label

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from reports.document import build_document, collect
+from reports.document import Consistency, build_document, collect
 from reports.history import track
 from reports.metrics import (
     ALWAYS_REQUIRED,
@@ -63,19 +63,29 @@ def read_cells(d1: D1Source, first_day: str, last_day: str) -> set[tuple[str, st
     return {(str(r[0]), str(r[1])) for r in rows}
 
 
-def read_executions(d1: D1Source, window: Window) -> Iterable[tuple[Any, ...]]:
-    """id, date, job type, execution time and metadata of the window's executions, streamed."""
-    sql = "SELECT id, execution_date, job_type, execution_time, metadata FROM job_executions"
+_EXECUTION = "je.id, je.execution_date, je.job_type, je.execution_time, je.metadata"
+WRITES_SQL = (
+    f"SELECT 'job_executions', {_EXECUTION}, NULL, NULL FROM job_executions AS je{{where}}\n"
+    f"UNION ALL SELECT 'analysis_results', {_EXECUTION}, c.symbol, c.created_at\n"
+    f"  FROM analysis_results AS c JOIN job_executions AS je ON je.id = c.execution_id{{where}}\n"
+    f"UNION ALL SELECT 'report_snapshots', {_EXECUTION}, c.report_type, c.created_at\n"
+    f"  FROM report_snapshots AS c JOIN job_executions AS je ON je.id = c.execution_id{{where}}"
+)
+
+
+def read_writes(d1: D1Source, window: Window) -> Iterable[tuple[Any, ...]]:
+    """Every D1 row of the window's executions, with what tells how it got there: table, the
+    execution's id, date, job type, time and metadata, the child's key and `created_at`."""
     clauses, params = [], []
     for clause, value in (
-        ("execution_date >= ?", window.since),
-        ("execution_date <= ?", window.until),
+        ("je.execution_date >= ?", window.since),
+        ("je.execution_date <= ?", window.until),
     ):
         if value:
             clauses.append(clause)
             params.append(value)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
-    return d1.query(f"{sql}{where} ORDER BY execution_date, id", params)
+    return d1.query(WRITES_SQL.format(where=where), params * 3)
 
 
 # --- Cloudflare GraphQL analytics ------------------------------------------------------------
@@ -267,7 +277,10 @@ def run_report(
     """Verify to the end, measure every metric, decide, and build (and maybe store) the report."""
     findings, summary = collect(verification.findings())
     metrics = measure(verification, findings, source=source, options=options, tools=tools)
-    decision = decide(metrics)
+    consistency = Consistency.of(verification.coverage, summary)
+    decision = decide(
+        metrics, by_category=summary.by_category, nothing_compared=consistency.nothing_compared
+    )
     patterns = find_patterns(findings, shapes=verification.coverage.shapes)
     doc = build_document(
         command="report",
@@ -280,6 +293,8 @@ def run_report(
         extra={
             "metrics": [m.to_json() for m in metrics],
             "verdict": decision.verdict.value,
+            "decision": decision.to_json(),
+            "consistency": consistency.to_json(),
             "patterns": [p.to_json() for p in patterns],
         },
     )
@@ -311,13 +326,15 @@ def measure(
         )
     probe, no_probe = _probe(d1, options, tools)
     tally = tally_writes(
-        read_executions(d1, verification.window), findings, since=options.dual_write_since
+        read_writes(d1, verification.window), findings, since=options.dual_write_since
     )
     (baseline, current), no_kv = _kv_reads(source, options, tools)
     metrics = [
         data_completeness(findings, verification.coverage.records_matched, limit=limit),
         seven_day_coverage(grid, findings, limit=limit),
-        query_performance(probe, reason=no_probe, limit=limit),
+        query_performance(
+            probe, reason=no_probe, on_d1=source.get("kind") == "remote", limit=limit
+        ),
         write_reliability(tally, limit=limit),
         kv_read_reduction(baseline, current, reason=no_kv),
         dashboard_load(_dashboard(options, tools)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.document import Summary, build_document, collect
+from reports.document import Consistency, Summary, build_document, collect
 from verifier.model import Finding
 from verifier.verify import Verification
 
@@ -22,5 +22,6 @@ def verify_document(
         findings=findings,
         summary=summary,
         clock=verification.clock,
+        extra={"consistency": Consistency.of(verification.coverage, summary).to_json()},
     )
     return doc, findings, summary

@@ -7,6 +7,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from reports.report_fields import no_findings_text, nothing_compared_text
+
 MAX_PER_CATEGORY = 20
 
 
@@ -19,6 +21,7 @@ def render_text(doc: dict[str, Any], *, max_per_category: int = MAX_PER_CATEGORY
     lines = [_header(doc), "", _coverage(doc["coverage"]), "", _summary(doc["summary"])]
     if doc.get("verdict"):
         lines += ["", f"Verdict: {doc['verdict'].upper()}"]
+        lines += [f"  - {reason}" for reason in (doc.get("decision") or {}).get("reasons", ())]
     findings = doc["findings"]
     for category, group in groupby(findings, key=lambda f: f["category"]):
         items = list(group)
@@ -28,7 +31,9 @@ def render_text(doc: dict[str, Any], *, max_per_category: int = MAX_PER_CATEGORY
         if len(items) > max_per_category:
             lines.append(f"… and {len(items) - max_per_category} more (use --format json for all)")
     if not findings:
-        lines += ["", "No findings: KV and D1 agree in this window."]
+        lines += ["", no_findings_text(doc)]
+    elif note := nothing_compared_text(doc):
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

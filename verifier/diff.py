@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+from verifier.calendar import is_date
 from verifier.canonical import JSON_FIELDS, compare_field, parse_json_text, stable_id
 from verifier.d1 import row_problems
 from verifier.model import (
@@ -214,6 +215,8 @@ def _should_have_kv(group: GroupKey, kv_tracks_runs: bool, ctx: DiffContext) -> 
     if first is not None and date >= first:
         return True
     ttl = ctx.ttl_of.get(job_type, 0)
+    if not is_date(date):  # e.g. 2026-11-31: an invalid_d1_row already says what is wrong
+        return False
     end_of_day = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
     return ctx.now < end_of_day + dt.timedelta(seconds=ttl)
 

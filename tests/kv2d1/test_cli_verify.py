@@ -65,10 +65,12 @@ def test_findings_exit_3_and_json_validates(worker: Path) -> None:
     assert doc["coverage"]["keys_listed"] == 1
 
 
-def test_consistent_window_exits_0(worker: Path) -> None:
-    code, out, _ = run(worker, "--since", "2026-11-07", "--until", "2026-11-07", "--format", "text")  # a Saturday
-    assert code == 0, out
-    assert "No findings" in out
+def test_a_window_with_nothing_to_compare_is_not_consistent(worker: Path) -> None:
+    code, out, err = run(worker, "--since", "2026-11-07", "--until", "2026-11-07", "--format", "text")  # a Saturday
+    assert code == 3, out
+    reason = "none of the 1 keys the profile matched is in the window (check --since / --until)"
+    assert f"Nothing to compare: {reason}. Not consistent: verify exits 3." in out
+    assert "No findings" not in out and err == f"Nothing to compare: {reason}\n"
 
 
 def test_output_file_by_extension(worker: Path, tmp_path: Path) -> None:

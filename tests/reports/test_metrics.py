@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from backfill.plan import Provenance
 from reports.metrics import (
     DashboardTiming,
     DateRange,
@@ -64,12 +65,13 @@ def test_backfill_provenance() -> None:
 
 def test_write_tally_counts_each_job_once_and_skips_orphans() -> None:
     mark = '{"kv2d1":{"kv_key":"k2","tool":"kv2d1"}}'
+    je = "job_executions"
     rows = [
-        (1, "2026-11-09", "analysis", "2026-11-09T13:30:00Z", mark),  # before dual-write began
-        (2, "2026-11-10", "analysis", "2026-11-10T13:30:00Z", None),
-        (3, "2026-11-10", "analysis", "2026-11-10T13:30:00Z", None),  # a duplicate
-        (4, "2026-11-11", "analysis", "2026-11-11T13:30:00Z", mark),
-        (5, "2026-11-12", "weekly", "2026-11-12T13:30:00Z", None),  # an orphan
+        (je, 1, "2026-11-09", "analysis", "2026-11-09T13:30:00Z", mark, None, None),  # before
+        (je, 2, "2026-11-10", "analysis", "2026-11-10T13:30:00Z", None, None, None),
+        (je, 3, "2026-11-10", "analysis", "2026-11-10T13:30:00Z", None, None, None),  # duplicate
+        (je, 4, "2026-11-11", "analysis", "2026-11-11T13:30:00Z", mark, None, None),
+        (je, 5, "2026-11-12", "weekly", "2026-11-12T13:30:00Z", None, None, None),  # an orphan
     ]
     orphan = finding(
         Category.ORPHAN_IN_D1,
@@ -99,6 +101,26 @@ def test_write_tally_counts_each_job_once_and_skips_orphans() -> None:
     assert metric.value == pytest.approx(33.333) and metric.evidence.rollback
     assert metric.evidence.records == ("k2 (backfilled)", "analysis_2026-11-12 (not in D1)")
     assert tally_writes(rows[:1], []) is None
+
+
+def test_write_reliability_counts_kv_records_not_executions() -> None:
+    """A dual-written execution whose report snapshot had to be backfilled: one of its three
+    records missed the dual-write (PRODUCT.md measures KV records)."""
+    when, run = "2026-11-10T13:30:00Z", "20261129T120000Z-abcdef"
+    stamped = "2026-11-29 12:00:00.000482610473"  # a backfill run's created_at
+    rows = [
+        ("job_executions", 2, "2026-11-10", "analysis", when, None, None, None),
+        ("analysis_results", 2, "2026-11-10", "analysis", when, None, "AAPL", "2026-11-10 13:30:02"),
+        ("report_snapshots", 2, "2026-11-10", "analysis", when, None, "pre_market", stamped),
+    ]
+    tally = tally_writes(rows, [])
+    assert tally is not None and (tally.dual_written, tally.total) == (2, 3)
+    assert tally.backfilled == ("report_snapshots/pre_market",)
+    assert tally.by_table["report_snapshots"] == {"backfilled": 1}
+    metric = write_reliability(tally)
+    assert metric.value == pytest.approx(66.667) and metric.evidence.rollback
+    assert "2 of 3 KV records (jobs, symbol results, reports)" in metric.evidence.summary
+    assert Provenance(run).created_at == stamped.replace(".000482610473", Provenance(run).stamp)
 
 
 def test_kv_read_reduction_compares_reads_per_day() -> None:

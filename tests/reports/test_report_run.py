@@ -48,11 +48,13 @@ def test_ready_world(tmp_path: Path, report_schema: dict[str, Any]) -> None:
     assert statuses == {
         "data_completeness": "pass",
         "seven_day_coverage": "pass",
-        "query_p95": "pass",
+        "query_p95": "unknown",  # a local SQLite file is not D1
         "write_reliability": "pass",
         "kv_read_reduction": "unknown",
         "dashboard_load": "unknown",
     }
+    p95 = metric(outcome, MetricName.QUERY_P95)["evidence"]
+    assert p95["summary"].startswith("not measured on D1: P95 ") and p95["measured_on"] == "local"
     assert metric(outcome, MetricName.DATA_COMPLETENESS)["value"] == 100.0
     assert (
         "run the report with --remote"
@@ -64,7 +66,7 @@ def test_ready_world(tmp_path: Path, report_schema: dict[str, Any]) -> None:
 def test_not_ready_world_names_the_records(tmp_path: Path, report_schema: dict[str, Any]) -> None:
     world = World.create(tmp_path)
     world.drop("intraday_report_2026-11-18")  # in the last 7 days
-    world.backfilled("analysis_2026-11-12")
+    world.backfilled("pre_market_report_2026-11-12")  # its execution and its report snapshot
     outcome = report(world)
     assert outcome.decision.verdict is Verdict.NOT_READY and outcome.exit_code == 3
     jsonschema.validate(outcome.document, report_schema)
@@ -84,11 +86,21 @@ def test_not_ready_world_names_the_records(tmp_path: Path, report_schema: dict[s
     assert grid["cells"]["analysis"][grid["days"].index("2026-11-21")] == "none"  # a Saturday
     reliability = metric(outcome, MetricName.WRITE_RELIABILITY)
     assert reliability["status"] == "fail" and not reliability["evidence"]["rollback_triggered"]
+    # KV records, not executions: 120 dual-written of 124 (2 backfilled, 2 missing).
+    assert reliability["value"] == pytest.approx(100 * 120 / 124, abs=1e-3)
     assert reliability["evidence"]["records"] == [
-        "analysis_2026-11-12 (backfilled)",
+        "pre_market_report_2026-11-12 (backfilled)",
+        "pre_market_report_2026-11-12/pre-market (backfilled)",
         "intraday_report_2026-11-18 (not in D1)",
+        "intraday_report_2026-11-18/intraday (not in D1)",
     ]
-    assert [r.kind.value for r in outcome.decision.reasons] == ["target_missed"] * 3
+    assert reliability["evidence"]["by_table"]["report_snapshots"] == {
+        "dual_written": 30, "backfilled": 1, "missing": 1,
+    }  # fmt: skip
+    assert [r.kind.value for r in outcome.decision.reasons] == [
+        "error_findings", "target_missed", "target_missed", "target_missed",
+    ]  # fmt: skip
+    assert outcome.document["decision"]["decided_by"] == "error_findings"
 
 
 def test_rollback_world(tmp_path: Path, report_schema: dict[str, Any]) -> None:
@@ -112,17 +124,19 @@ def test_rollback_world(tmp_path: Path, report_schema: dict[str, Any]) -> None:
         records
     )  # TSLA has no reasoning
     reliability = metric(outcome, MetricName.WRITE_RELIABILITY)
-    assert reliability["value"] == pytest.approx(100 * 39 / 42, abs=1e-3)
+    # Every record of the three backfilled jobs counts: 110 dual-written of 124.
+    assert reliability["value"] == pytest.approx(100 * 110 / 124, abs=1e-2)
     assert reliability["evidence"]["rollback_triggered"] is True
-    assert reliability["evidence"]["records"] == [
+    assert reliability["evidence"]["records"][:2] == [
         "analysis_2026-11-10 (backfilled)",
-        "analysis_2026-11-11 (backfilled)",
-        "pre_market_report_2026-11-10 (backfilled)",
+        "analysis_2026-11-10/AAPL (backfilled)",
     ]
+    assert reliability["evidence"]["more_records"] == 14 - len(reliability["evidence"]["records"])
     triggers = [
         r.metric.name for r in outcome.decision.reasons if r.kind.value == "rollback_trigger"
     ]
     assert triggers == [MetricName.DATA_COMPLETENESS, MetricName.WRITE_RELIABILITY]
+    assert "inconsistent_data" in [r.kind.value for r in outcome.decision.reasons]
     [adapter] = [
         p for p in doc["patterns"] if p["suggestion"] and "analysis[symbol]" in p["suggestion"]
     ]

@@ -231,4 +231,24 @@ EXISTING: dict[str, tuple[str, str, str]] = {
         "verify --snapshot of a tampered file",
         "one Error line naming the digest mismatch, exit 1, no report",
     ),
+    R + "test_two_alternating_cursors_stop_the_listing_after_one_request_more": (
+        FAULT,
+        "API alternating two cursors",
+        "one Error line after one request more than the pages, no report",
+    ),
+    R + "test_a_rewound_cursor_stops_the_listing": (
+        FAULT,
+        "API rewinding to an earlier cursor",
+        "one Error line, bounded requests",
+    ),
+    R + "test_a_page_that_repeats_the_page_before_is_refused_before_its_keys_count": (
+        FAULT,
+        "API page repeating earlier keys",
+        "refused before a key counts twice",
+    ),
+    R + "test_keys_out_of_byte_order_within_one_page_are_refused": (
+        FAULT,
+        "API listing keys out of UTF-8 byte order",
+        "refused",
+    ),
 }

@@ -8,6 +8,7 @@ No test sleeps for real unless it says so: waits go to a FakeClock or a ScaledCl
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
 import math
@@ -195,6 +196,91 @@ def test_a_cursor_that_does_not_move_stops_the_listing() -> None:
     with pytest.raises(ApiError, match="same cursor twice"):
         list(RemoteKv(mock_client(handle), NAMESPACE).iter_keys())
     assert len(seen) == 2
+
+
+def test_two_alternating_cursors_stop_the_listing_after_one_request_more() -> None:
+    handle, seen = scripted(
+        ok([{"name": "a"}], {"cursor": "A"}),
+        ok([{"name": "b"}], {"cursor": "B"}),
+        ok([{"name": "c"}], {"cursor": "A"}),
+        ok([{"name": "d"}], {"cursor": "B"}),
+    )
+    yielded: list[str] = []
+    with pytest.raises(ApiError) as caught:
+        yielded.extend(k.name for k in RemoteKv(mock_client(handle), NAMESPACE).iter_keys())
+    assert str(caught.value) == (
+        "the API returned a cursor it had already given (page 3) while listing the keys of KV "
+        f"namespace {NAMESPACE}: stopping rather than listing forever; run again later"
+    )
+    assert len(seen) == 3
+    assert yielded == ["a", "b", "c"]
+    assert_no_token(*error_texts(caught.value))
+
+
+def test_a_rewound_cursor_stops_the_listing() -> None:
+    handle, seen = scripted(
+        ok([{"name": "a"}], {"cursor": "c1"}),
+        ok([{"name": "b"}], {"cursor": "c2"}),
+        ok([{"name": "c"}], {"cursor": "c3"}),
+        ok([{"name": "d"}], {"cursor": "c1"}),
+        ok([{"name": "e"}], {"cursor": ""}),
+    )
+    with pytest.raises(ApiError, match=r"a cursor it had already given \(page 4\)"):
+        list(RemoteKv(mock_client(handle), NAMESPACE).iter_keys("a"))
+    assert len(seen) == 4
+    assert [r.url.params.get("cursor") for r in seen] == [None, "c1", "c2", "c3"]
+
+
+def test_a_page_that_repeats_the_page_before_is_refused_before_its_keys_count() -> None:
+    page = [{"name": "k1"}, {"name": "k2"}]
+    handle, seen = scripted(ok(page, {"cursor": "c1"}), ok(page, {"cursor": ""}))
+    yielded: list[str] = []
+    with pytest.raises(ApiError) as caught:
+        yielded.extend(k.name for k in RemoteKv(mock_client(handle), NAMESPACE).iter_keys())
+    assert str(caught.value) == (
+        "the API listed the key 'k1' after the key 'k2' (page 2) while listing the keys of KV "
+        f"namespace {NAMESPACE}: the listing repeated or reordered keys (they must come in "
+        "strictly increasing UTF-8 byte order), so the key count would be wrong; run again later"
+    )
+    assert yielded == ["k1", "k2"]  # fewer than the 4 the server sent; none twice
+    assert len(seen) == 2
+
+
+def test_keys_out_of_byte_order_within_one_page_are_refused() -> None:
+    # Expired keys are checked too: the order is the server's, not what is yielded.
+    handle, seen = scripted(
+        ok(
+            [{"name": "a"}, {"name": "é", "expiration": 1}, {"name": "z"}, {"name": "zz"}],
+            {"cursor": ""},
+        )
+    )
+    kv = RemoteKv(mock_client(handle), NAMESPACE, as_of=dt.datetime.fromtimestamp(WALL, dt.UTC))
+    yielded: list[str] = []
+    with pytest.raises(ApiError, match=r"listed the key 'z' after the key 'é' \(page 1\)"):
+        yielded.extend(k.name for k in kv.iter_keys())
+    assert yielded == ["a"]
+    assert len(seen) == 1
+
+
+def test_a_key_equal_to_the_token_is_redacted_from_the_order_error() -> None:
+    handle, _ = scripted(ok([{"name": "zzz"}, {"name": TOKEN}], {"cursor": ""}))
+    with pytest.raises(ApiError, match=r"the key '\[redacted\]' after the key 'zzz'") as caught:
+        list(RemoteKv(mock_client(handle), NAMESPACE).iter_keys())
+    assert_no_token(*error_texts(caught.value))
+
+
+def test_a_well_behaved_multi_page_listing_yields_every_key_once_in_byte_order() -> None:
+    # "é" (C3 A9) sorts after "z" (7A) in UTF-8 bytes, and "\U0001f600" (F0 9F ...) after
+    # "\uffff" (EF BF BF), where UTF-16 (a JavaScript sort) would put it before.
+    handle, seen = scripted(
+        ok([{"name": "a"}, {"name": "z"}], {"cursor": "c1"}),
+        ok([{"name": "é"}, {"name": "\uffff"}], {"cursor": "c2"}),
+        ok([], {"cursor": "c3"}),
+        ok([{"name": "\U0001f600"}], {"cursor": ""}),
+    )
+    names = [k.name for k in RemoteKv(mock_client(handle), NAMESPACE).iter_keys()]
+    assert names == ["a", "z", "é", "\uffff", "\U0001f600"]
+    assert len(seen) == 4
 
 
 def _list(client: CloudflareClient) -> None:
@@ -750,7 +836,9 @@ def test_without_its_own_limit_the_client_follows_the_server(
     assert bool(refused) is rejections
     assert client.stats.rate_limited == len(refused)
     assert client.stats.list + client.stats.bulk_get == 35 + 4 + len(refused)
-    assert client.stats.waited_s > 20  # about one 30 s window, for 39 requests at 20 per window
+    # 39 requests at 20 per 30 s window cannot end within one window, however slow the machine:
+    # the client paused (waited) and the run spans more than 30 s of the scaled clock.
+    assert client.stats.waited_s > 0 and clock.now() > 30
 
 
 # --- D1 against the loopback server --------------------------------------------------------------

@@ -135,12 +135,23 @@ class RemoteKv:
         return f"KV namespace {self.namespace_id}"
 
     def iter_keys(self, prefix: str = "") -> Iterator[KeyInfo]:
-        """Every live key starting with `prefix`, page after page until the cursor is empty."""
+        """Every live key starting with `prefix`, page after page until the cursor is empty.
+
+        The API lists keys in increasing UTF-8 byte order and never gives a cursor twice; a
+        server that does either (a cursor seen before, a key not after the one before it, expired
+        keys included) ends the listing with an `ApiError` naming the page, before the offending
+        key is yielded. So a misbehaving server costs at most one request more than the pages it
+        gave, and no key is counted twice.
+        """
         what = f"listing the keys of {self.describe()}" + (
             f" with prefix {prefix!r}" if prefix else ""
         )
         cursor = ""
+        seen_cursors: set[str] = set()
+        previous: tuple[str, bytes] | None = None  # the last key listed: name and UTF-8 bytes
+        page = 0
         while True:
+            page += 1
             envelope = self.client.call(
                 "GET",
                 self._path("keys"),
@@ -151,16 +162,14 @@ class RemoteKv:
             )
             for item in _as_list(envelope.result, what):
                 info = _key_info(item, what)
+                previous = self._in_order(previous, info.name, page, what)
                 if self._alive(info.expiration):
                     yield info
             next_cursor = envelope.result_info.get("cursor") or ""
             if not next_cursor:
                 return
-            if next_cursor == cursor:
-                raise ApiError(
-                    f"the API returned the same cursor twice while {what}: "
-                    "stopping rather than listing forever; run again later"
-                )
+            _check_cursor(next_cursor, cursor, seen_cursors, page, what)
+            seen_cursors.add(next_cursor)
             cursor = next_cursor
 
     def get_many(self, keys: Sequence[str]) -> Iterator[KvEntry]:
@@ -175,6 +184,26 @@ class RemoteKv:
 
     def _alive(self, expiration: int | None) -> bool:
         return expiration is None or self._as_of_s is None or expiration > self._as_of_s
+
+    def _in_order(
+        self, previous: tuple[str, bytes] | None, name: str, page: int, what: str
+    ) -> tuple[str, bytes]:
+        """`name` with its UTF-8 bytes when they come strictly after `previous`'s; else ApiError.
+
+        A lone surrogate (possible in JSON, never in a real key) is encoded with
+        `surrogatepass`, so it is compared rather than crashing the listing.
+        """
+        data = name.encode("utf-8", "surrogatepass")
+        if previous is not None and data <= previous[1]:
+            message = (
+                f"the API listed the key {name!r} after the key {previous[0]!r} (page {page}) "
+                f"while {what}: the listing repeated or reordered keys (they must come in "
+                "strictly increasing UTF-8 byte order), so the key count would be wrong; "
+                "run again later"
+            )
+            # The key names come from the server: keep the token out even if one repeats it.
+            raise ApiError(message.replace(self.client.credentials.api_token, "[redacted]"))
+        return name, data
 
     def _list_params(self, prefix: str, cursor: str) -> dict[str, str]:
         params = {"limit": str(self.page_size)}
@@ -260,6 +289,24 @@ def _as_list(result: Any, what: str) -> list[Any]:
     if not isinstance(result, list):
         raise ApiError(f"the API answered with a result that is not a list while {what}")
     return result
+
+
+def _check_cursor(next_cursor: str, cursor: str, seen: set[str], page: int, what: str) -> None:
+    """ApiError when page `page` answered with a cursor already given in this listing.
+
+    `cursor` is the one page `page` was asked with; giving it back is the commonest case and
+    keeps its own wording. The cursors themselves stay out of the message.
+    """
+    if next_cursor == cursor:
+        happened = "the same cursor twice"
+    elif next_cursor in seen:
+        happened = "a cursor it had already given"
+    else:
+        return
+    raise ApiError(
+        f"the API returned {happened} (page {page}) while {what}: "
+        "stopping rather than listing forever; run again later"
+    )
 
 
 def _key_info(item: Any, what: str) -> KeyInfo:

@@ -331,7 +331,11 @@ def _missing_database(world: World, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def _non_json(world: World, monkeypatch: pytest.MonkeyPatch) -> str:
     world.stub.set_faults(FaultPlan(non_json=1.0))
-    return f"the API answered with non-JSON (HTTP 200) while querying {world.database()}"
+    return (
+        "the API answered HTTP 200 with a body that is not JSON (cut short, or a proxy's page) "
+        f"while querying {world.database()}; gave up after 6 attempts: check "
+        "https://www.cloudflarestatus.com and run again later"
+    )
 
 
 def _timeout(world: World, monkeypatch: pytest.MonkeyPatch) -> str:

@@ -39,10 +39,15 @@ EXISTING: dict[str, tuple[str, str, str]] = {
         "connect error, dropped body, read timeout",
         "retry",
     ),
-    R + "test_a_non_json_answer_is_one_error": (
+    R + "test_a_non_json_success_answer_is_retried_then_one_error": (
         FAULT,
-        "non-JSON answer with HTTP 200",
-        "one clear error",
+        "non-JSON or truncated answer with HTTP 200, every time",
+        "retried like a 5xx (bounded), then one clear error",
+    ),
+    R + "test_one_glitched_success_answer_costs_one_retry_not_the_run": (
+        FAULT,
+        "one truncated JSON or HTML body with HTTP 200 (a proxy glitch)",
+        "one retry; the run goes on",
     ),
     R + "test_an_api_slower_than_the_timeout_is_one_error": (
         FAULT,

@@ -269,3 +269,40 @@ def test_a_report_over_an_empty_window_is_never_ready(
     result = run(tmp_path, "report", "--format", "json", *args)
     assert_no_traceback(result)
     assert result.exit_code == 3 and json.loads(result.stdout)["verdict"] == "not_ready"
+
+
+BAD_CREDENTIALS = {
+    "token with a newline": ({"CLOUDFLARE_API_TOKEN": "tok-abcdef0123456789\nX-Evil: 1"},
+                             "CLOUDFLARE_API_TOKEN is not a valid token"),
+    "token with a space": ({"CLOUDFLARE_API_TOKEN": "tok-abcdef 0123456789"},
+                           "CLOUDFLARE_API_TOKEN is not a valid token"),
+    "token not ASCII": ({"CLOUDFLARE_API_TOKEN": "tok-abcdéf0123456789"},
+                        "CLOUDFLARE_API_TOKEN is not a valid token"),
+    "base URL ftp://": ({"CLOUDFLARE_API_BASE_URL": "ftp://127.0.0.1/client/v4"},
+                        "CLOUDFLARE_API_BASE_URL 'ftp://127.0.0.1/client/v4' is not an http(s) URL"),
+    "base URL not a URL": ({"CLOUDFLARE_API_BASE_URL": "not a url"},
+                           "CLOUDFLARE_API_BASE_URL 'not a url' is not an http(s) URL"),
+}  # fmt: skip
+
+
+@pytest.mark.reliability(
+    kind="bad_input",
+    case="API token with a newline, a space or non-ASCII; a base URL that is not http(s)",
+    expected="one Error line before any request, never retried, token never echoed",
+)
+@pytest.mark.parametrize("case", list(BAD_CREDENTIALS), ids=list(BAD_CREDENTIALS))
+def test_bad_credentials_are_refused_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    env, message = BAD_CREDENTIALS[case]
+    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "023e105f4ecef8ad9ca31a8372d0c353")
+    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", "http://127.0.0.1:9/client/v4")  # nobody there
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    make_worker(tmp_path, [])
+    result = run(tmp_path, "verify", "--remote")
+    assert_no_traceback(result)
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {message}")
+    assert result.stderr.count("\n") == 1  # one line: refused before a request, not retried
+    token = env.get("CLOUDFLARE_API_TOKEN", "")
+    assert not token or (token not in result.output and "X-Evil" not in result.output)

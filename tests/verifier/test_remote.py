@@ -345,10 +345,10 @@ def _d1_write(client: CloudflareClient) -> None:
         ),
         (
             _list,
-            httpx.Response(200, text="<html>hello</html>"),
-            f"the API answered with non-JSON (HTTP 200) while listing the keys of KV namespace "
+            httpx.Response(502, text="<html>bad gateway</html>", headers={"x-should-retry": "false"}),
+            f"the API answered with non-JSON (HTTP 502) while listing the keys of KV namespace "
             f"{NAMESPACE}",
-            200,
+            502,
             None,
         ),
         (
@@ -777,15 +777,30 @@ def _d1_read_on(client: CloudflareClient, database_id: str) -> None:
     list(RemoteD1(client, database_id).query("SELECT 1"))
 
 
-def test_a_non_json_answer_is_one_error(cf_server: CloudflareStub, fake_clock: FakeClock) -> None:
+def test_a_non_json_success_answer_is_retried_then_one_error(
+    cf_server: CloudflareStub, fake_clock: FakeClock
+) -> None:
+    """A 200 whose body is not JSON (cut short, a proxy's page) is a glitch: retried like a 5xx,
+    a bounded number of times, then one error that says what happened."""
     cf_server.set_faults(FaultPlan(non_json=1.0))
     with pytest.raises(ApiError) as caught:
         _list(client_for(cf_server, fake_clock))
-    assert str(caught.value) == (
-        f"the API answered with non-JSON (HTTP 200) while listing the keys of KV namespace "
-        f"{NAMESPACE}"
+    assert str(caught.value).startswith(
+        "the API answered HTTP 200 with a body that is not JSON (cut short, or a proxy's page) "
+        f"while listing the keys of KV namespace {NAMESPACE}; gave up after 6 attempts"
     )
-    assert cf_server.counts() == {"list": 1}
+    assert cf_server.counts() == {"list": 6}
+
+
+@pytest.mark.parametrize(
+    "glitch",
+    [httpx.Response(200, text="<html>hello</html>"), httpx.Response(200, text='{"success": tr')],
+    ids=["html page", "truncated JSON"],
+)
+def test_one_glitched_success_answer_costs_one_retry_not_the_run(glitch: httpx.Response) -> None:
+    handle, seen = scripted(glitch, ok([{"name": "k"}], {"cursor": ""}))
+    assert [k.name for k in RemoteKv(mock_client(handle), NAMESPACE).iter_keys()] == ["k"]
+    assert len(seen) == 2
 
 
 def test_an_api_slower_than_the_timeout_is_one_error(

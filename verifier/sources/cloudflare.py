@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import tenacity
@@ -43,6 +43,9 @@ D1_READ = "D1 Read"
 D1_WRITE = "D1 Write"
 
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no white space
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteCredentials:
     """What remote mode needs to reach the API; the token is left out of `repr`."""
@@ -50,6 +53,22 @@ class RemoteCredentials:
     api_token: str = field(repr=False)
     account_id: str
     base_url: str = DEFAULT_BASE_URL
+
+    def __post_init__(self) -> None:
+        """Refuse, before any request, what no request could carry: a token that is not
+        printable ASCII without white space (a pasted newline would become a header of its own),
+        or a base URL that is not http(s) with a host. The token is never echoed."""
+        if not _TOKEN.fullmatch(self.api_token):
+            raise ApiError(
+                "CLOUDFLARE_API_TOKEN is not a valid token: it must be printable ASCII without "
+                "spaces or line breaks (check for a pasted newline or quote)"
+            )
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ApiError(
+                f"CLOUDFLARE_API_BASE_URL {self.base_url!r} is not an http(s) URL with a host: "
+                f"unset it to use {DEFAULT_BASE_URL}"
+            )
 
     @classmethod
     def from_env(
@@ -343,6 +362,9 @@ class CloudflareClient:
             raise _Transient(response)
         self._pause_if_exhausted(response.headers)
         self._raise_if_transient(response, what=what)
+        if _glitched(request, response):
+            raise _Transient(f"the API answered HTTP {response.status_code} with a body that is "
+                             "not JSON (cut short, or a proxy's page)", status=response.status_code)
         return response
 
     def _send_once(self, request: httpx.Request) -> httpx.Response | str:
@@ -535,6 +557,18 @@ def _exc_text(exc: Exception) -> str:
 
 
 _RATELIMIT_FIELD = re.compile(r";\s*([a-z]+)\s*=\s*([0-9.]+)")
+
+
+def _glitched(request: httpx.Request, response: httpx.Response) -> bool:
+    """A success answer to a JSON request whose body is not JSON: a truncated body or a proxy's
+    page, retried like a 5xx (a Cloudflare challenge page is an answer, not a glitch)."""
+    return (
+        response.status_code < 300
+        and request.headers.get("accept") == "application/json"
+        and bool(response.content)
+        and response.headers.get("cf-mitigated") != "challenge"
+        and _json_or_none(response) is None
+    )
 
 
 def _rate_headers(headers: httpx.Headers, now: float) -> tuple[int | None, float | None]:

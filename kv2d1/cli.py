@@ -190,7 +190,8 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
 
 
 def translate_errors(func: F) -> F:
-    """Our errors become one `Error: …` line and exit 1; nothing else is caught."""
+    """Our errors become one `Error: …` line and exit 1; Ctrl-C is `Error: interrupted`, exit
+    130 (click would print `Aborted!`); nothing else is caught."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -198,6 +199,9 @@ def translate_errors(func: F) -> F:
             return func(*args, **kwargs)
         except Kv2d1Error as exc:
             raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("\nError: interrupted", err=True)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 

@@ -1,0 +1,27 @@
+"""`python -m kv2d1` and the `kv2d1` console script: the command line, interruptible at any moment.
+
+Ctrl-C (SIGINT) ends a run with one line, `Error: interrupted`, and exit 130 (128 + SIGINT, as a
+shell reports it) — also while the command line is still being imported. What a run leaves is
+already safe to stop at any point: a backfill's ledger and a snapshot's pages are committed as
+they go (a rerun resumes), and reports are written only when complete.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_INTERRUPTED = 130
+
+
+def run() -> None:
+    try:
+        from kv2d1.cli import main
+
+        main(prog_name="kv2d1")
+    except KeyboardInterrupt:
+        sys.stderr.write("\nError: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    run()

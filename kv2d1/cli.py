@@ -164,8 +164,8 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
     since, until = kw.pop("since"), kw.pop("until")
     if since and until and since > until:
         raise click.BadParameter(f"--since {since} is after --until {until}", param_hint="--since")
-    if kw["snapshot"] is not None and not kw["local"]:
-        raise click.UsageError("--snapshot reads a file; it cannot be combined with --remote")
+    if kw["snapshot"] is not None:
+        _refuse_with_snapshot(kw)
     if not kw["verify_digest"] and kw["snapshot"] is None:
         raise click.UsageError("--no-verify-digest applies to --snapshot FILE only")
     fmt = kw.pop("fmt")
@@ -187,6 +187,27 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
         redact=kw.pop("redact"),
         verify_digest=kw.pop("verify_digest"),
     )
+
+
+SOURCE_OPTIONS = (
+    ("--remote", lambda kw: not kw["local"]),
+    ("--config", lambda kw: kw["config"] is not None),
+    ("--env", lambda kw: kw["env"] is not None),
+    ("--persist-to", lambda kw: kw["persist_to"] is not None),
+    ("--kv-binding", lambda kw: kw["kv_binding"] is not None),
+    ("--d1-binding", lambda kw: kw["d1_binding"] is not None),
+    ("--preview/--no-preview", lambda kw: kw["preview"] is not None),
+)
+
+
+def _refuse_with_snapshot(kw: dict[str, Any]) -> None:
+    """A snapshot file is both sides: options that choose a live source would be ignored."""
+    given = [name for name, present in SOURCE_OPTIONS if present(kw)]
+    if given:
+        raise click.UsageError(
+            f"--snapshot reads both sides from a file: {', '.join(given)} would be ignored; "
+            "drop them (they choose a live source)"
+        )
 
 
 def translate_errors(func: F) -> F:

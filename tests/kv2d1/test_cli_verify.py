@@ -157,3 +157,20 @@ def test_a_snapshot_edited_after_its_capture_is_one_error_line(worker: Path, tmp
 def test_no_verify_digest_without_a_snapshot_is_a_usage_error(worker: Path) -> None:
     code, _, err = run(worker, "--no-verify-digest")
     assert code == 2 and "--no-verify-digest applies to --snapshot FILE only" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--remote",), "--remote"),
+        (("--persist-to", "state"), "--persist-to"),
+        (("--kv-binding", "KV", "--d1-binding", "DB"), "--kv-binding, --d1-binding"),
+        (("--config", "wrangler.toml", "--preview"), "--config, --preview/--no-preview"),
+    ],
+)
+def test_options_a_snapshot_would_ignore_are_usage_errors(
+    tmp_path: Path, extra: tuple[str, ...], named: str
+) -> None:
+    result = CliRunner().invoke(main, ["verify", "--snapshot", str(tmp_path / "s.sqlite"), *extra])
+    assert result.exit_code == 2
+    assert f"--snapshot reads both sides from a file: {named} would be ignored" in result.stderr

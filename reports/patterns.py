@@ -30,7 +30,7 @@ from typing import Any
 
 from verifier.calendar import is_date, parse_instant
 from verifier.canonical import canonical_json, stable_id
-from verifier.model import Category, Finding, Table
+from verifier.model import SEVERITY_OF, Category, Finding, Table
 
 EXAMPLES = 5
 ADAPTER_FIELDS = ("sentiment", "confidence", "direction", "reasoning")
@@ -67,9 +67,10 @@ ADAPTER_BUG = (
 
 @dataclass(frozen=True)
 class Pattern:
-    """Findings that share a cause: how many, a few example keys, and a suggested fix."""
+    """Findings that share a cause: how many, a few example keys, and a suggested fix. A
+    pattern without a category is `info`: something the run counted that is not a finding."""
 
-    category: Category
+    category: Category | None
     table: str | None
     field: str | None
     shape: str | None
@@ -82,14 +83,18 @@ class Pattern:
 
     @property
     def id(self) -> str:
-        return stable_id(
-            "pattern", self.category.value, self.table, self.field, self.shape, self.signature
-        )
+        category = self.category.value if self.category else "info"
+        return stable_id("pattern", category, self.table, self.field, self.shape, self.signature)
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY_OF[self.category].value if self.category else "info"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "category": self.category.value,
+            "category": self.category.value if self.category else None,
+            "severity": self.severity,
             "table": self.table,
             "field": self.field,
             "shape": self.shape,
@@ -260,16 +265,35 @@ def find_patterns(
     findings: Iterable[Finding],
     *,
     shapes: Mapping[str, int] | None = None,
+    unwritten_nulls: Mapping[str, int] | None = None,
     examples: int = EXAMPLES,
 ) -> list[Pattern]:
     """The patterns among findings, largest first; `shapes` (KV records per shape) lets a
-    description say "every shape-A payload"."""
+    description say "every shape-A payload". `unwritten_nulls` (coverage: NULLs in columns the
+    plan's adapter never writes) become one `info` pattern per column."""
     groups = group_findings(findings, examples=examples)
     patterns = _adapter_bugs(groups, shapes or {})
     patterns += [_pattern(key, g, shapes or {}) for key, g in groups.items()]
-    return sorted(
-        patterns, key=lambda p: (-p.count, p.category.value, p.table or "", p.field or "")
-    )
+    patterns += unwritten_patterns(unwritten_nulls or {})
+    return sorted(patterns, key=lambda p: (
+        p.category is None, -p.count, p.category.value if p.category else "", p.table or "",
+        p.field or "",
+    ))  # fmt: skip
+
+
+def unwritten_patterns(unwritten_nulls: Mapping[str, int]) -> list[Pattern]:
+    """One `info` pattern per never-written column: shown once, never a finding (PRODUCT.md)."""
+    patterns = []
+    for column, rows in sorted(unwritten_nulls.items()):
+        table, _, name = column.partition(".")
+        description = (
+            f"never written by the adapter: {rows} rows of {column} are NULL in D1 where KV "
+            "has a value (the plan's adapter does not map this column; not compared)"
+        )
+        patterns.append(
+            Pattern(None, table, name, None, "never_written", rows, rows, (), description, None)
+        )
+    return patterns
 
 
 def _pattern(key: GroupKey, group: _Group, shapes: Mapping[str, int]) -> Pattern:

@@ -281,7 +281,11 @@ def run_report(
     decision = decide(
         metrics, by_category=summary.by_category, nothing_compared=consistency.nothing_compared
     )
-    patterns = find_patterns(findings, shapes=verification.coverage.shapes)
+    patterns = find_patterns(
+        findings,
+        shapes=verification.coverage.shapes,
+        unwritten_nulls=verification.coverage.unwritten_nulls,
+    )
     doc = build_document(
         command="report",
         source=dict(source),

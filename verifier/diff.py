@@ -4,9 +4,15 @@ Both sides arrive grouped by `(execution_date, job_type)`; a group is small (a f
 job on one day), so only one group of each side is in memory at a time. Inside a group:
 
 - per-run KV records match the D1 execution with the same ET run time;
-- a daily KV record stands for the latest run: it matches the latest D1 execution, and when
-  per-run keys exist too it is folded into the latest of them;
+- a daily KV record stands for the latest run: it matches the latest D1 execution no per-run
+  key claims. The daily key is last-writer-wins (reference §7.3): when per-run keys exist too,
+  it is folded into one of them only when it holds that run (`_holds_run`); otherwise it is a
+  run of its own (a later manual run writes only the daily key), compared and reported;
 - a `status:` record sets the status of the latest record (or stands alone as the job).
+
+What is compared is what the profile maps: a field the KV payload does not carry (`absent`) is
+skipped; a column the adapter never writes (`UNWRITTEN_COLUMNS`) that is NULL in D1 is counted
+in `Coverage.unwritten_nulls`, not reported; every other field is compared, NULL or not.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from verifier.calendar import is_date
+from verifier.calendar import et_run_time, instant_of_run, is_date, iso_utc, parse_instant
 from verifier.canonical import JSON_FIELDS, compare_field, parse_json_text, stable_id
 from verifier.d1 import row_problems
 from verifier.model import (
@@ -30,6 +36,7 @@ from verifier.model import (
     REPORT_COMPARED_FIELDS,
     SEVERITY_OF,
     SYMBOL_COMPARED_FIELDS,
+    UNWRITTEN_COLUMNS,
     Category,
     Coverage,
     D1Job,
@@ -143,8 +150,8 @@ def _organise_kv(records: list[KvRecord], ctx: DiffContext) -> _KvGroup:
             daily = daily or r
         else:
             per_run.setdefault(r.job.key.run, r)
-    if per_run and daily is not None:
-        daily = None  # the daily key holds the latest run, which has its own per-run key
+    if daily is not None and any(_holds_run(daily, r) for r in per_run.values()):
+        daily = None  # the daily key holds a run that has its own per-run key
     if statuses:
         status = statuses[0].job.status
         if per_run:
@@ -155,6 +162,50 @@ def _organise_kv(records: list[KvRecord], ctx: DiffContext) -> _KvGroup:
         else:
             daily = statuses[0]
     return _KvGroup(per_run, daily)
+
+
+def _holds_run(daily: KvRecord, run: KvRecord) -> bool:
+    """Whether a daily record holds the run of a per-run record: the same value (bytes, or
+    record once normalised), or the same instant to the second by the payload's own time."""
+    if daily.value_sha256 and daily.value_sha256 == run.value_sha256:
+        return True
+    if _content(daily) == _content(run):
+        return True
+    instant = _second(daily.job.execution_time)
+    return instant is not None and instant == _run_second(run)
+
+
+def _content(record: KvRecord) -> tuple[Any, ...]:
+    """What a record says of its run, without the key and instant a daily key words otherwise."""
+    job = dataclasses.replace(record.job, key=JobKey("", "", ""), execution_time=None)
+    return job, record.symbols, record.report
+
+
+def _second(execution_time: str | None) -> dt.datetime | None:
+    instant = parse_instant(execution_time) if execution_time else None
+    return instant.replace(microsecond=0) if instant else None
+
+
+def _run_second(record: KvRecord) -> dt.datetime | None:
+    """A per-run record's instant: its execution time, else its key's ET run time."""
+    key = record.job.key
+    instant = _second(record.job.execution_time)
+    if instant is None and len(key.run) == 6 and key.run.isdigit():
+        instant = instant_of_run(key.execution_date, key.run)
+    return instant
+
+
+def _keyed_by_own_run(daily: KvRecord) -> KvRecord:
+    """A daily record that is a run of its own, keyed by its ET run time when its payload says
+    when it ran: backfill guards a latest record by its date, which the per-run rows of that date
+    already hold, and a per-run record by its second."""
+    text = daily.job.execution_time
+    instant = parse_instant(text) if text else None
+    if instant is None:
+        return daily
+    key = dataclasses.replace(daily.job.key, run=et_run_time(instant))
+    job = dataclasses.replace(daily.job, key=key, execution_time=iso_utc(instant))
+    return dataclasses.replace(daily, job=job)
 
 
 def _with_status(record: KvRecord, status: str | None) -> KvRecord:
@@ -180,14 +231,26 @@ def diff_group(
         yield from _compare_job(record, by_run.get(run), ctx)
         matched.add(run)
     if kv_group.daily is not None:
-        latest = max((r for r in by_run if not r.startswith("?")), default=None)
-        yield from _compare_job(kv_group.daily, by_run.get(latest) if latest else None, ctx)
+        yield from _compare_daily(kv_group, by_run, ctx)
         matched.update(by_run)  # a daily key says nothing about the earlier runs of its day
     for run, jobs in sorted(by_run.items()):
         if group in ctx.kv_invalid_groups:
             break  # KV has a key for this job, just not a readable one: already a finding
         if run not in matched and _should_have_kv(group, bool(kv_group.per_run), ctx):
             yield _orphan_job(jobs[0])
+
+
+def _compare_daily(
+    kv_group: _KvGroup, by_run: dict[str, list[D1Job]], ctx: DiffContext
+) -> Iterator[Finding]:
+    """The daily record against the latest D1 execution of its date no per-run key claims."""
+    daily = kv_group.daily
+    assert daily is not None
+    unclaimed = (r for r in by_run if not r.startswith("?") and r not in kv_group.per_run)
+    latest = max(unclaimed, default=None)
+    if latest is None and kv_group.per_run:
+        daily = _keyed_by_own_run(daily)
+    yield from _compare_job(daily, by_run[latest] if latest else None, ctx)
 
 
 def _kv_json_texts(records: list[KvRecord]) -> set[str]:
@@ -326,12 +389,20 @@ def _compare_fields(
     kv_values, d1_values = get(kv_obj), get(d1_obj)
     if kv_values == d1_values and list(map(type, kv_values)) == list(map(type, d1_values)):
         return  # byte-for-byte equal, no rule needed: the common case, checked in C
+    absent: frozenset[str] = kv_obj.absent
+    unwritten = UNWRITTEN_COLUMNS.get(table, frozenset())
     for name in fields:
+        if name in absent:
+            continue  # the payload does not carry it: D1 may know more than KV
         kv_value, d1_value = getattr(kv_obj, name), getattr(d1_obj, name)
         equal, rule = compare_field(name, kv_value, d1_value)
         if equal:
             if rule:
                 ctx.coverage.equal_by_rule[rule] = ctx.coverage.equal_by_rule.get(rule, 0) + 1
+            continue
+        if d1_value is None and name in unwritten:
+            column = f"{table}.{name}"  # never written by the adapter: counted, not a finding
+            ctx.coverage.unwritten_nulls[column] = ctx.coverage.unwritten_nulls.get(column, 0) + 1
             continue
         message = f"{table}.{name} differs for {natural_key}: KV {_preview(kv_value)!r} vs D1 {_preview(d1_value)!r}"
         if name in JSON_FIELDS and isinstance(kv_value, str) and isinstance(d1_value, str):

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 _T = TypeVar("_T")
 
 LATEST = "latest"
+NOTHING_ABSENT: frozenset[str] = frozenset()
 
 
 def pickled_by_position(cls: type[_T]) -> type[_T]:
@@ -89,6 +90,15 @@ class Table(enum.StrEnum):
     REPORT_SNAPSHOTS = "report_snapshots"
 
 
+# The columns the plan's adapter never writes (PRODUCT.md "What is compared"): compared only where
+# D1 holds a value; a NULL there while KV has a value is counted (`Coverage.unwritten_nulls`), not
+# a finding. No KV payload carries `html_snapshot` or `summary`, so those two are never compared.
+UNWRITTEN_COLUMNS: dict[str, frozenset[str]] = {
+    Table.ANALYSIS_RESULTS: frozenset({"signals", "technical_data", "news_count"}),
+    Table.REPORT_SNAPSHOTS: frozenset({"html_snapshot", "summary"}),
+}
+
+
 @pickled_by_position
 @dataclass(frozen=True, slots=True, order=True)
 class JobKey:
@@ -108,7 +118,9 @@ class JobRecord:
     """One execution of a scheduled job (a `job_executions` row).
 
     `execution_time` is an ISO 8601 UTC instant when known. `metadata` is canonical JSON text;
-    it is carried, not compared (backfill provenance lives there).
+    it is carried, not compared (backfill provenance lives there). `absent` names the fields the
+    KV payload does not carry (absent, not `null`): they are None here and not compared, as D1
+    may know more than KV. It is always empty on the D1 side.
     """
 
     key: JobKey
@@ -120,6 +132,7 @@ class JobRecord:
     symbols_failed: int | None = None
     error_message: str | None = None
     metadata: str | None = None
+    absent: frozenset[str] = NOTHING_ABSENT
 
 
 JOB_COMPARED_FIELDS = (
@@ -135,7 +148,8 @@ JOB_COMPARED_FIELDS = (
 @pickled_by_position
 @dataclass(frozen=True, slots=True)
 class SymbolResult:
-    """One symbol's analysis inside a job (an `analysis_results` row). JSON fields are canonical text."""
+    """One symbol's analysis inside a job (an `analysis_results` row). JSON fields are canonical
+    text; `absent` as in `JobRecord`."""
 
     symbol: str
     sentiment: str | None = None
@@ -145,6 +159,7 @@ class SymbolResult:
     signals: str | None = None
     technical_data: str | None = None
     news_count: int | None = None
+    absent: frozenset[str] = NOTHING_ABSENT
 
 
 SYMBOL_COMPARED_FIELDS = (
@@ -161,13 +176,15 @@ SYMBOL_COMPARED_FIELDS = (
 @pickled_by_position
 @dataclass(frozen=True, slots=True)
 class ReportRecord:
-    """One report snapshot (a `report_snapshots` row); `content` is canonical JSON text."""
+    """One report snapshot (a `report_snapshots` row); `content` is canonical JSON text;
+    `absent` as in `JobRecord`."""
 
     report_type: str
     report_date: str
     content: str | None = None
     summary: str | None = None
     high_confidence_count: int | None = None
+    absent: frozenset[str] = NOTHING_ABSENT
 
 
 REPORT_COMPARED_FIELDS = ("report_date", "content", "high_confidence_count")
@@ -321,9 +338,12 @@ class Coverage:
     records_matched: int = 0
     equal_by_rule: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, int] = field(default_factory=dict)
+    unwritten_nulls: dict[str, int] = field(default_factory=dict)
+    """`table.column` → D1 rows where a column the adapter never writes is NULL while KV had a
+    value (`UNWRITTEN_COLUMNS`); in `to_json` only when something was counted."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "keys_listed": self.keys_listed,
             "keys_matched": self.keys_matched,
             "keys_skipped_by_pattern": self.keys_skipped_by_pattern,
@@ -338,6 +358,9 @@ class Coverage:
             "equal_by_rule": dict(sorted(self.equal_by_rule.items())),
             "shapes": dict(sorted(self.shapes.items())),
         }
+        if self.unwritten_nulls:
+            document["unwritten_nulls"] = dict(sorted(self.unwritten_nulls.items()))
+        return document
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,11 @@ Per-symbol fields follow the field map's fallback order (§4); the first path th
 wins, so an explicit `null` confidence stays NULL (null means failed). A confidence above 1 is a
 percentage: divided by 100 and flagged in the record's notes. A symbol listed but absent from the
 per-symbol map (shape A's failures) is counted as failed and yields no row.
+
+A field none of whose paths is present in the payload is *absent* (`absent` on the record): None,
+and not compared, unlike a field present as `null` (PRODUCT.md "What is compared"). A field kv2d1
+derives (status, the symbol counts of a job, shape E's sentiment from its direction) is present
+when what it is derived from is.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from verifier.canonical import (
     parse_json_text,
     sha256_hex,
 )
-from verifier.model import LATEST, JobKey, JobRecord, KvEntry, KvRecord, ReportRecord, SymbolResult
+from verifier.model import (
+    LATEST,
+    NOTHING_ABSENT,
+    JobKey,
+    JobRecord,
+    KvEntry,
+    KvRecord,
+    ReportRecord,
+    SymbolResult,
+)
 from verifier.profile import KeyMatch, Profile
 from verifier.shapes import detect_shape, explain_no_shape
 
@@ -94,12 +108,23 @@ def get_path(obj: Any, *path: str | int) -> Any:
     return obj
 
 
-def first_present(obj: Any, *paths: tuple[str | int, ...]) -> Any:
+def _first(obj: Any, *paths: tuple[str | int, ...]) -> Any:
+    """The value at the first present path, or `_MISSING` when none is."""
     for path in paths:
         value = get_path(obj, *path)
         if value is not _MISSING:
             return value
-    return None
+    return _MISSING
+
+
+_ABSENT_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _absent(never: frozenset[str] = NOTHING_ABSENT, **values: Any) -> frozenset[str]:
+    """The fields a payload does not carry: `never` (the shape has no path for them) and those
+    whose value is `_MISSING`. Interned: a few distinct sets stand for millions of records."""
+    names = never.union(name for name, value in values.items() if value is _MISSING)
+    return _ABSENT_SETS.setdefault(names, names)
 
 
 def _text(value: Any) -> str | None:
@@ -136,6 +161,12 @@ class _Symbols:
     failed: int
 
 
+_NEVER_A = frozenset({"direction", "signals", "technical_data"})
+_NEVER_B = _NEVER_D = frozenset({"technical_data"})
+_NEVER_C = frozenset({"reasoning", "signals", "technical_data", "news_count"})
+_NEVER_E = frozenset({"signals", "news_count"})
+
+
 def _symbols_a(p: dict[str, Any], notes: list[str]) -> _Symbols:
     per_symbol = p.get("sentiment_signals") or {}
     names = _symbol_list(p.get("symbols_analyzed"), per_symbol)
@@ -144,14 +175,24 @@ def _symbols_a(p: dict[str, Any], notes: list[str]) -> _Symbols:
         o = per_symbol.get(name)
         if not isinstance(o, dict):
             continue  # a failure: shape A drops failed symbols from sentiment_signals
-        sa = o.get("sentiment_analysis") or {}
+        sentiment = get_path(o, "sentiment_analysis", "sentiment")
+        confidence = get_path(o, "sentiment_analysis", "confidence")
+        reasoning = get_path(o, "sentiment_analysis", "reasoning")
+        news = get_path(o, "news_count")
         results.append(
             SymbolResult(
                 symbol=name,
-                sentiment=_text(sa.get("sentiment")),
-                confidence=_confidence(sa.get("confidence"), notes, name),
-                reasoning=_text(sa.get("reasoning")),
-                news_count=_int(o.get("news_count")),
+                sentiment=_text(sentiment),
+                confidence=_confidence(confidence, notes, name),
+                reasoning=_text(reasoning),
+                news_count=_int(news),
+                absent=_absent(
+                    _NEVER_A,
+                    sentiment=sentiment,
+                    confidence=confidence,
+                    reasoning=reasoning,
+                    news_count=news,
+                ),
             )
         )
     return _Symbols(tuple(results), len(names), len(names) - len(results))
@@ -166,33 +207,40 @@ def _symbols_b(p: dict[str, Any], notes: list[str]) -> _Symbols:
         if not isinstance(o, dict):
             failed += 1
             continue
-        confidence = first_present(
+        confidence = _first(
             o,
             ("confidence_metrics", "overall_confidence"),
             ("enhanced_prediction", "confidence"),
             ("confidence",),
         )
-        if _b_symbol_failed(o, confidence):
+        if _b_symbol_failed(o, None if confidence is _MISSING else confidence):
             failed += 1
+        sentiment = get_path(o, "sentiment_layers", 0, "sentiment")
+        direction = _first(o, ("direction",), ("trading_signals", "primary_direction"))
+        reasoning = _first(
+            o,
+            ("trading_signals", "entry_signals", "reasoning"),
+            ("sentiment_layers", 0, "detailed_analysis", "reasoning"),
+        )
         nested = get_path(o, "trading_signals")
+        news = get_path(o, "sentiment_layers", 0, "detailed_analysis", "articles_analyzed")
         results.append(
             SymbolResult(
                 symbol=name,
-                sentiment=_text(get_path(o, "sentiment_layers", 0, "sentiment")),
+                sentiment=_text(sentiment),
                 confidence=_confidence(confidence, notes, name),
-                direction=_text(
-                    first_present(o, ("direction",), ("trading_signals", "primary_direction"))
-                ),
-                reasoning=_text(
-                    first_present(
-                        o,
-                        ("trading_signals", "entry_signals", "reasoning"),
-                        ("sentiment_layers", 0, "detailed_analysis", "reasoning"),
-                    )
-                ),
+                direction=_text(direction),
+                reasoning=_text(reasoning),
                 signals=_json_or_none([nested] if isinstance(nested, dict) else None),
-                news_count=_int(
-                    get_path(o, "sentiment_layers", 0, "detailed_analysis", "articles_analyzed")
+                news_count=_int(news),
+                absent=_absent(
+                    _NEVER_B,
+                    sentiment=sentiment,
+                    confidence=confidence,
+                    direction=direction,
+                    reasoning=reasoning,
+                    signals=nested,
+                    news_count=news,
                 ),
             )
         )
@@ -217,22 +265,33 @@ def _symbols_d(p: dict[str, Any], notes: list[str]) -> _Symbols:
         if not isinstance(o, dict):
             failed += 1
             continue
-        raw_signal = o.get("signal")
+        raw_signal = get_path(o, "signal")
         signal: dict[str, Any] = raw_signal if isinstance(raw_signal, dict) else {}
-        confidence = first_present(
-            o, ("signal", "confidence"), ("sentiment_layers", 0, "confidence")
-        )
+        confidence = _first(o, ("signal", "confidence"), ("sentiment_layers", 0, "confidence"))
         if o.get("status") in FAILED_SYMBOL_STATUSES or signal.get("confidence") is None:
             failed += 1
+        sentiment = get_path(o, "sentiment_layers", 0, "sentiment")
+        direction = get_path(o, "signal", "direction")
+        reasoning = get_path(o, "signal", "reasoning")
+        news = get_path(o, "articles_count")
         results.append(
             SymbolResult(
                 symbol=name,
-                sentiment=_text(get_path(o, "sentiment_layers", 0, "sentiment")),
+                sentiment=_text(sentiment),
                 confidence=_confidence(confidence, notes, name),
-                direction=_text(signal.get("direction")),
-                reasoning=_text(signal.get("reasoning")),
+                direction=_text(direction),
+                reasoning=_text(reasoning),
                 signals=_json_or_none([signal] if signal else None),
-                news_count=_int(o.get("articles_count")),
+                news_count=_int(news),
+                absent=_absent(
+                    _NEVER_D,
+                    sentiment=sentiment,
+                    confidence=confidence,
+                    direction=direction,
+                    reasoning=reasoning,
+                    signals=raw_signal,
+                    news_count=news,
+                ),
             )
         )
     return _Symbols(tuple(results), len(names), failed)
@@ -246,15 +305,27 @@ def _symbols_e(p: dict[str, Any], notes: list[str]) -> _Symbols:
         o = per_symbol.get(name)
         if not isinstance(o, dict):
             continue
-        direction = _text(o.get("direction"))
+        raw_direction = get_path(o, "direction")
+        direction = _text(raw_direction)
+        confidence = get_path(o, "confidence")
+        reasoning = get_path(o, "reasoning")
+        technical = get_path(o, "technical_indicators")
         results.append(
             SymbolResult(
                 symbol=name,
                 sentiment=E_SENTIMENT.get((direction or "").lower()),
-                confidence=_confidence(o.get("confidence"), notes, name),
+                confidence=_confidence(confidence, notes, name),
                 direction=direction,
-                reasoning=_text(o.get("reasoning")),
-                technical_data=_json_or_none(o.get("technical_indicators")),
+                reasoning=_text(reasoning),
+                technical_data=_json_or_none(technical),
+                absent=_absent(
+                    _NEVER_E,
+                    sentiment=raw_direction,  # derived from the direction
+                    confidence=confidence,
+                    direction=raw_direction,
+                    reasoning=reasoning,
+                    technical_data=technical,
+                ),
             )
         )
     return _Symbols(tuple(results), len(names), len(names) - len(results))
@@ -266,18 +337,22 @@ def _symbols_c(p: dict[str, Any], notes: list[str]) -> _Symbols:
         if isinstance(s, dict) and isinstance(s.get("symbol"), str):
             by_symbol.setdefault(s["symbol"], s)
     entries = list(by_symbol.values())
-    results = tuple(
-        SymbolResult(
-            symbol=s["symbol"],
-            sentiment=_text(s.get("sentiment")),
-            confidence=_confidence(s.get("confidence"), notes, s["symbol"]),
-            direction=_text(s.get("direction")),
-        )
-        for s in entries
-    )
+    results = tuple(_symbol_c(s, notes) for s in entries)
     processed = _int(p.get("total_symbols")) or len(results)
     fallbacks = sum(1 for s in entries if s.get("analysis_type") in FAILED_ANALYSIS_TYPES)
     return _Symbols(results, processed, max(processed - len(results), 0) + fallbacks)
+
+
+def _symbol_c(s: dict[str, Any], notes: list[str]) -> SymbolResult:
+    sentiment, confidence = get_path(s, "sentiment"), get_path(s, "confidence")
+    direction = get_path(s, "direction")
+    return SymbolResult(
+        symbol=s["symbol"],
+        sentiment=_text(sentiment),
+        confidence=_confidence(confidence, notes, s["symbol"]),
+        direction=_text(direction),
+        absent=_absent(_NEVER_C, sentiment=sentiment, confidence=confidence, direction=direction),
+    )
 
 
 def _symbol_list(listed: Any, per_symbol: dict[str, Any]) -> list[str]:
@@ -345,7 +420,7 @@ def _build_job(entry: KvEntry, match: KeyMatch, profile: Profile, shape: str, p:
     notes: list[str] = []
     extractor = SYMBOL_EXTRACTORS.get(shape)
     symbols = extractor(p, notes) if extractor else _Symbols((), 0, 0)
-    duration = first_present(p, *_DURATION_PATHS.get(shape, ()))
+    duration = _first(p, *_DURATION_PATHS.get(shape, ()))
     job = JobRecord(
         key=JobKey(match.date, match.job_type, match.run),
         execution_time=_execution_time(match, shape, p),
@@ -354,9 +429,19 @@ def _build_job(entry: KvEntry, match: KeyMatch, profile: Profile, shape: str, p:
         symbols_processed=symbols.processed,
         symbols_successful=symbols.processed - symbols.failed,
         symbols_failed=symbols.failed,
+        absent=_absent(_NEVER_JOB, duration_ms=duration),
     )
     ordered = tuple(sorted(symbols.results, key=lambda s: s.symbol))
     return _record(entry, shape, job, symbols=ordered, notes=notes)
+
+
+# No payload carries an error message; a report's payload carries no duration and no symbol
+# counts but (some shapes) `symbols_analyzed`, the number processed.
+_NEVER_JOB = frozenset({"error_message"})
+_NEVER_REPORT_JOB = frozenset(
+    {"duration_ms", "symbols_successful", "symbols_failed", "error_message"}
+)
+_NEVER_REPORT = frozenset({"summary"})
 
 
 def _report_status(shape: str, p: dict[str, Any], profile: Profile) -> str:
@@ -370,19 +455,21 @@ def _report_status(shape: str, p: dict[str, Any], profile: Profile) -> str:
 def _build_report(
     entry: KvEntry, match: KeyMatch, profile: Profile, shape: str, p: Any
 ) -> KvRecord:
-    processed = _int(p.get("symbols_analyzed")) if isinstance(p, dict) else None
-    high = first_present(p, ("high_confidence_count",), ("high_confidence_signals",))
+    processed = get_path(p, "symbols_analyzed")
+    high = _first(p, ("high_confidence_count",), ("high_confidence_signals",))
     job = JobRecord(
         key=JobKey(match.date, match.job_type, match.run),
         execution_time=_execution_time(match, shape, p),
         status=_report_status(shape, p, profile),
-        symbols_processed=processed,
+        symbols_processed=_int(processed),
+        absent=_absent(_NEVER_REPORT_JOB, symbols_processed=processed),
     )
     report = ReportRecord(
         report_type=match.job_type,
         report_date=match.date,
         content=canonical_json_of_parsed(p),
         high_confidence_count=_int(high),
+        absent=_absent(_NEVER_REPORT, high_confidence_count=high),
     )
     return _record(entry, shape, job, report=report)
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from verifier.clock import wall_clock
 from verifier.errors import BackfillError
+from verifier.files import PRIVATE_MODE
 
 LEDGER_SUFFIX = ".jsonl"
 SQL_TIME = "%Y-%m-%d %H:%M:%S"  # the form of SQLite's datetime('now'), as in `created_at`
@@ -89,6 +90,10 @@ class Ledger:
                 "choose another with --ledger-dir"
             ) from exc
         ledger = cls(directory / f"{run_id}{LEDGER_SUFFIX}", run_id)
+        try:  # owner-only: its lines name KV keys and rows (as snapshots and reports are)
+            os.close(os.open(ledger.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE))
+        except OSError as exc:
+            raise BackfillError(f"cannot write the run ledger {ledger.path}: {exc.strerror}") from exc
         first = {"event": "started", "run_id": run_id, "at": utc_now(), "stamped": True, **started}
         ledger.append(first, sync=True)
         return ledger

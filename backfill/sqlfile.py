@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from backfill.packing import MAX_SQL_BYTES, StatementLimits, pack_jobs
 from backfill.plan import JobPlan, RowCounts, Statement
 from verifier.errors import BackfillError
+from verifier.files import OutputError, output_file
 
 D1_MAX_STATEMENT_BYTES = MAX_SQL_BYTES
 # `wrangler d1 execute --file` looks for the text "BEGIN TRANSACTION" anywhere in a file, string
@@ -191,20 +192,17 @@ def write_job(out: TextIO, index: int, total: int, plan: JobPlan) -> list[str]:
 
 
 def write_sql_file(path: Path, header: SqlFileHeader, plans: Iterable[JobPlan]) -> list[str]:
-    """Write the whole file (to a temporary name, then renamed); warnings to show the user."""
-    tmp = path.with_name(path.name + ".partial")
+    """Write the whole file (`verifier.files.output_file`: a regular file is replaced whole, a
+    FIFO or device written in place; owner-only, it holds KV values); warnings to show the user."""
     warnings: list[str] = []
     try:
-        with tmp.open("w", encoding="utf-8", newline="\n") as out:
+        with output_file(path, what="the SQL file") as out:
             out.write("\n".join(comment_safe(line) for line in header_lines(header, path)) + "\n")
             for index, plan in enumerate(plans, start=1):
                 warnings += write_job(out, index, header.jobs, plan)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BackfillError(f"cannot write the SQL file {path}: {exc.strerror or exc}") from exc
+    except OutputError as exc:
+        raise BackfillError(str(exc)) from exc
     except UnicodeEncodeError as exc:
-        tmp.unlink(missing_ok=True)
         raise BackfillError(
             f"a KV value holds text that is not valid Unicode ({exc.reason}); it cannot go into "
             f"a SQL file: backfill directly instead of with --sql-out"

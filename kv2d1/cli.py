@@ -25,6 +25,7 @@ from verifier.calendar import is_date
 from verifier.clock import RunClock, parse_instant_option
 from verifier.d1 import REMOTE_D1_CHUNK
 from verifier.errors import Kv2d1Error
+from verifier.files import OutputError, write_text
 from verifier.model import Window
 from verifier.profile import Profile, load_profile
 from verifier.sources import D1Source, KvSource
@@ -189,7 +190,7 @@ def _common(kw: dict[str, Any]) -> CommonOptions:
     )
 
 
-SOURCE_OPTIONS = (
+SOURCE_OPTIONS: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
     ("--remote", lambda kw: not kw["local"]),
     ("--config", lambda kw: kw["config"] is not None),
     ("--env", lambda kw: kw["env"] is not None),
@@ -253,9 +254,9 @@ def write_output(text: str, opts: CommonOptions) -> bool:
         click.echo(text, nl=False)
         return False
     try:
-        opts.output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {opts.output}: {exc.strerror}") from exc
+        write_text(opts.output, text, private=not opts.redact, what="the report")
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from exc
     return True
 
 

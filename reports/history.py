@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import Kv2d1Error
+from verifier.files import OutputError, write_text
 
 PREFIX = "report-"
 TREND_RUNS = 30
@@ -122,9 +123,11 @@ def store(doc: Mapping[str, Any], directory: Path) -> Path:
         while f"{PREFIX}{stamp}-{n:03d}.json" in taken:
             n += 1
         path = directory / f"{PREFIX}{stamp}-{n:03d}.json"
-        path.write_text(
-            json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
-        )
+        text = json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+        redacted = bool((doc.get("source") or {}).get("redacted"))
+        write_text(path, text, private=not redacted, what="the report history file")
+    except OutputError as exc:
+        raise Kv2d1Error(f"{exc}; check --history points to a writable directory") from exc
     except OSError as exc:
         raise Kv2d1Error(
             f"cannot write the report history in {directory}: {exc.strerror}; "

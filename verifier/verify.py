@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from verifier import parallel
-from verifier.calendar import expected_jobs, today_et, warm_calendar
+from verifier.calendar import expected_jobs, is_date, today_et, warm_calendar
 from verifier.clock import AsOf, RunClock
 from verifier.d1 import iter_d1_jobs, missing_plan_tables
 from verifier.diff import DiffContext, diff_streams, invalid_payload_finding, schedule_gaps
@@ -393,9 +393,10 @@ class Verification:
 
     def _schedule_gaps(self, ctx: DiffContext) -> Iterator[Finding]:
         seen = ctx.groups_seen | ctx.kv_invalid_groups if ctx.kv_invalid_groups else ctx.groups_seen
-        since = self.window.since or min((d for d, _ in seen), default=None)
+        dates = [d for d, _ in seen if is_date(d)]  # a D1 row dated 2026-11-31 is invalid_d1_row
+        since = self.window.since or min(dates, default=None)
         yesterday = (dt.date.fromisoformat(today_et(self.now)) - dt.timedelta(days=1)).isoformat()
-        until = min(self.window.until or max((d for d, _ in seen), default=yesterday), yesterday)
+        until = min(self.window.until or max(dates, default=yesterday), yesterday)
         if since is None or since > until:
             return
         yield from schedule_gaps(

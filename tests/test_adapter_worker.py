@@ -135,3 +135,55 @@ def test_one_adapter_mapped_column_null_is_a_field_mismatch(
     assert errors == {("field_mismatch", "analysis_results", "sentiment")} and code == 3
     code, report = run(project, "report", "--probe-repeat", "0")
     assert (report["verdict"], code) == ("rollback", 4)
+
+
+# --- a later manual run that only the daily key holds ---------------------------------------
+
+DAY = "2026-11-16"
+
+
+def test_a_later_run_only_the_daily_key_holds_is_found_and_backfilled(
+    tmp_path: Path, wrangler: Wrangler
+) -> None:
+    """The daily key is last-writer-wins: a manual run at 15:30 ET writes only
+    `analysis_{date}`. D1 has the 09:30 and 12:00 runs; the 15:30 one must be a finding, then a
+    backfilled execution with its symbol results, read back with the real wrangler."""
+    from tests import payload_examples as pe
+    from tests.kv2d1.test_cli_verify import make_worker
+    from verifier.model import KvEntry
+    from verifier.sources.localwriter import LocalKvWriter
+
+    as_of = ("--as-of", "2026-11-17T12:00:00Z")
+    root = make_worker(tmp_path, [
+        KvEntry(f"analysis_{DAY}_093000", pe.kv_value(pe.shape_b(DAY, run="093000"))),
+        KvEntry(f"analysis_{DAY}_120000", pe.kv_value(pe.shape_b(DAY, run="120000"))),
+    ])  # fmt: skip
+    config = ("--config", str(root / "wrangler.toml"))
+
+    def kv2d1(*args: str) -> tuple[int, dict[str, Any]]:
+        result = CliRunner().invoke(main, [*args, *config, *as_of, "-q", "--format", "json"])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.stderr
+        return result.exit_code, json.loads(result.stdout)
+
+    assert kv2d1("backfill")[0] == 0  # D1 gets the two per-run jobs, as the worker wrote them
+    with LocalKvWriter(root / ".wrangler" / "state" / "v3", _kv_id(root)) as writer:
+        writer.put_many([KvEntry(f"analysis_{DAY}", pe.kv_value(pe.shape_b(DAY, run="153000")))])
+    code, found = kv2d1("verify")
+    missing = [(f["category"], f["natural_key"]) for f in found["findings"]
+               if f["table"] == "job_executions"]  # fmt: skip
+    assert (code, missing) == (3, [("missing_in_d1", f"analysis/{DAY}/153000")])
+    assert kv2d1("backfill")[0] == 0
+    assert kv2d1("verify")[1]["summary"]["by_severity"]["error"] == 0
+    done = wrangler(root, "d1", "execute", "predict-jobs", "--local", "--json", "--command",
+                    "SELECT je.execution_time, count(ar.id) AS symbols FROM job_executions je "
+                    "LEFT JOIN analysis_results ar ON ar.execution_id = je.id "
+                    "GROUP BY je.id ORDER BY je.execution_time")  # fmt: skip
+    rows = [(r["execution_time"][11:19], r["symbols"]) for r in json.loads(done.stdout)[0]["results"]]
+    assert [t for t, _ in rows] == ["14:30:00", "17:00:00", "20:30:00"]  # ET 09:30, 12:00, 15:30
+    assert rows[2][1] == rows[1][1] > 0  # the manual run's symbol results are there too
+
+
+def _kv_id(root: Path) -> str:
+    from tests.kv2d1.test_cli_verify import KV_ID
+
+    return KV_ID

@@ -165,14 +165,16 @@ def _organise_kv(records: list[KvRecord], ctx: DiffContext) -> _KvGroup:
 
 
 def _holds_run(daily: KvRecord, run: KvRecord) -> bool:
-    """Whether a daily record holds the run of a per-run record: the same value (bytes, or
-    record once normalised), or the same instant to the second by the payload's own time."""
+    """Whether a daily record holds the run of a per-run record: the same value (bytes), or the
+    same instant to the second by the payload's own time. Equal results are not enough: two
+    runs of one day often agree, and a later run is a record of its own. Only a payload that
+    says nothing of when it ran is matched by what it holds (nothing else tells it apart)."""
     if daily.value_sha256 and daily.value_sha256 == run.value_sha256:
         return True
-    if _content(daily) == _content(run):
-        return True
     instant = _second(daily.job.execution_time)
-    return instant is not None and instant == _run_second(run)
+    if instant is None:
+        return _content(daily) == _content(run)
+    return instant == _run_second(run)
 
 
 def _content(record: KvRecord) -> tuple[Any, ...]:

@@ -15,9 +15,19 @@ EXIT_INTERRUPTED = 130
 
 def run() -> None:
     try:
+        import click
+
         from kv2d1.cli import main
 
-        main(prog_name="kv2d1")
+        try:
+            main.main(prog_name="kv2d1", standalone_mode=False)
+        except click.exceptions.Abort as exc:  # click's own word for Ctrl-C: "Aborted!"
+            raise KeyboardInterrupt from exc
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("\nError: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)

@@ -306,3 +306,51 @@ def test_bad_credentials_are_refused_before_any_request(
     assert result.stderr.count("\n") == 1  # one line: refused before a request, not retried
     token = env.get("CLOUDFLARE_API_TOKEN", "")
     assert not token or (token not in result.output and "X-Evil" not in result.output)
+
+
+def _kv_file(root: Path) -> Path:
+    from tests.kv2d1.test_cli_verify import KV_ID
+    from verifier.sources.local import kv_sqlite_path
+
+    return kv_sqlite_path(root / ".wrangler" / "state" / "v3", KV_ID)
+
+
+@pytest.mark.reliability(
+    kind="bad_input",
+    case="KV expiration stored as TEXT in _mf_entries",
+    expected="one Error line naming the key and value, exit 1",
+)
+def test_an_expiration_that_is_not_a_number_is_one_error_line(tmp_path: Path) -> None:
+    make_worker(tmp_path, [KvEntry(KEY, pe.kv_value(pe.shape_b("2026-11-16")))])
+    with sqlite3.connect(_kv_file(tmp_path)) as conn:
+        conn.execute("UPDATE _mf_entries SET expiration = 'soon'")
+    result = run(tmp_path, "verify", "--format", "json")
+    assert_no_traceback(result)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"Error: KV key {KEY!r} in ")
+    assert "has the expiration 'soon', not a time in epoch ms" in result.stderr
+
+
+@pytest.mark.reliability(
+    kind="security",
+    case="a KV blob file that is a symlink (to /etc/passwd)",
+    expected="refused, never followed: one Error line; nothing copied into a snapshot",
+)
+def test_a_symlinked_blob_is_never_followed(tmp_path: Path) -> None:
+    make_worker(tmp_path, [KvEntry(KEY, pe.kv_value(pe.shape_b("2026-11-16")))])
+    with sqlite3.connect(_kv_file(tmp_path)) as conn:
+        (blob_id,) = conn.execute("SELECT blob_id FROM _mf_entries").fetchone()
+    from tests.kv2d1.test_cli_verify import KV_ID
+    from verifier.sources.local import kv_blob_dir
+
+    blob = kv_blob_dir(tmp_path / ".wrangler" / "state" / "v3", KV_ID) / blob_id
+    assert blob.is_file()
+    blob.unlink()
+    blob.symlink_to("/etc/passwd")
+    for command, extra in (("verify", ("--format", "json")), ("snapshot", ("-o", str(tmp_path / "s")))):
+        result = run(tmp_path, command, *extra)
+        assert_no_traceback(result)
+        assert result.exit_code == 1, result.output
+        assert "is a symbolic link; kv2d1 never follows a link out of the local state" in result.stderr
+        assert "root:" not in result.output
+    assert not (tmp_path / "s").exists() or b"root:" not in (tmp_path / "s").read_bytes()

@@ -17,6 +17,7 @@ checkpoint). Expired KV rows are skipped, not deleted as miniflare would delete 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -227,8 +228,21 @@ def _read_error(exc: sqlite3.Error, path: Path) -> SourceError:
     return SourceError(f"cannot read {path}: {exc}")
 
 
-def _seconds(expiration_ms: int | None) -> int | None:
-    return None if expiration_ms is None else expiration_ms // 1000
+def _seconds(expiration_ms: object, key: str = "", path: Path | None = None) -> int | None:
+    """An expiration in epoch ms (miniflare's) as epoch seconds. A value that is not a whole
+    number (the column has no type: TEXT can be stored) is a damaged entry, said as such."""
+    if expiration_ms is None:
+        return None
+    if isinstance(expiration_ms, int) and not isinstance(expiration_ms, bool):
+        return expiration_ms // 1000
+    if isinstance(expiration_ms, float) and expiration_ms.is_integer():
+        return int(expiration_ms) // 1000
+    if isinstance(expiration_ms, str) and expiration_ms.strip().isdigit():
+        return int(expiration_ms) // 1000
+    raise CorruptSourceError(
+        f"KV key {key!r} in {path} has the expiration {expiration_ms!r}, not a time in epoch "
+        "ms: the local state is damaged; re-put the key with wrangler"
+    )
 
 
 # --- KV --------------------------------------------------------------------------------------
@@ -286,7 +300,9 @@ class LocalKv:
             for key, expiration, metadata in rows:
                 if not key.startswith(prefix):
                     return
-                yield KeyInfo(key, _seconds(expiration), self._metadata(key, metadata))
+                yield KeyInfo(
+                    key, _seconds(expiration, key, self.sqlite_path), self._metadata(key, metadata)
+                )
             if len(rows) < self._page_size:
                 return
             rows = self._rows(_PAGE_NEXT, (rows[-1][0], now, self._page_size))
@@ -337,7 +353,8 @@ class LocalKv:
                 part = live[at : at + READ_AHEAD]
                 values = self._blobs([(key, row[1]) for key, row in part])
                 for (key, row), value in zip(part, values, strict=False):
-                    yield KvEntry(key, value, _seconds(row[2]), self._metadata(key, row[3]))
+                    expiration = _seconds(row[2], key, self.sqlite_path)
+                    yield KvEntry(key, value, expiration, self._metadata(key, row[3]))
 
     def reopened(self) -> LocalKv:
         """The same namespace over a new connection (for a forked worker process)."""
@@ -419,8 +436,16 @@ class LocalKv:
         try:
             if self._blob_fd is None:  # names open relative to it: no walk of the whole path
                 self._blob_fd = os.open(self._blob_root, os.O_RDONLY | os.O_DIRECTORY)
-            return os.open(blob_id, os.O_RDONLY, dir_fd=self._blob_fd)
+            # O_NOFOLLOW: local state is read as data, never followed out (a blob that is a
+            # symlink could copy any readable file, /etc/shadow, into a snapshot).
+            return os.open(blob_id, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._blob_fd)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptSourceError(
+                    f"KV key {key!r}: its blob file {self.blob_dir / blob_id} is a symbolic "
+                    "link; kv2d1 never follows a link out of the local state: replace it with "
+                    "the value (re-put the key with wrangler)"
+                ) from exc
             raise self._read_error(key, blob_id, exc) from exc
 
     def _read_error(self, key: str, blob_id: str, exc: OSError) -> SourceError:

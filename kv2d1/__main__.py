@@ -9,15 +9,35 @@ they go (a rerun resumes), and reports are written only when complete.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 EXIT_INTERRUPTED = 130
 
 
+def _quiet_interrupts(seen: list[BaseException]) -> None:
+    """A Ctrl-C that lands inside the import machinery cannot propagate: Python prints it as an
+    "Exception ignored" traceback and goes on. Keep it instead, to end the run with one line."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            seen.append(unraisable.exc_value)
+        else:
+            default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def run() -> None:
+    ignored: list[BaseException] = []
+    _quiet_interrupts(ignored)
     try:
         import click
 
         from kv2d1.cli import main
+
+        if ignored:
+            raise KeyboardInterrupt
 
         try:
             main.main(prog_name="kv2d1", standalone_mode=False)

@@ -21,7 +21,7 @@ from reports.progress import Progress
 from reports.render import EXTENSIONS, OutputFormat, render
 from reports.runs import verify_document
 from verifier import __version__
-from verifier.calendar import is_date
+from verifier.calendar import is_date, parse_instant
 from verifier.clock import RunClock, parse_instant_option
 from verifier.d1 import REMOTE_D1_CHUNK
 from verifier.errors import Kv2d1Error
@@ -314,12 +314,12 @@ def open_sources(opts: CommonOptions, profile: Profile, *, writable: bool = Fals
 
 def _open_sources(opts: CommonOptions, profile: Profile, *, writable: bool) -> OpenedSources:
     if opts.snapshot is not None:
-        from verifier.sources.snapshot import open_snapshot_sources, snapshot_captured_at
+        from verifier.sources.snapshot import open_snapshot_sources
 
-        clock = RunClock.start(opts.as_of, captured_at=snapshot_captured_at(opts.snapshot))
         kv, d1, source = open_snapshot_sources(
-            opts.snapshot, as_of=clock.as_of, verify_digest=opts.verify_digest
-        )
+            opts.snapshot, as_of=opts.as_of, verify_digest=opts.verify_digest
+        )  # judged as of the capture unless --as-of: the clock says the same
+        clock = RunClock.start(opts.as_of, captured_at=parse_instant(source["started_at"]))
         return OpenedSources(kv, d1, source, str(opts.snapshot), clock)
     clock = RunClock.start(opts.as_of)
     from kv2d1.config import load_wrangler_config

@@ -76,6 +76,10 @@ def failure_kind(metric: Mapping[str, Any]) -> str | None:
 
 
 def reasons(doc: Doc) -> list[str]:
+    """Why the verdict is what it is: the report's own `decision`, else decided again from its
+    metrics and findings (a document stored before the report recorded its decision)."""
+    if isinstance(recorded := doc.get("decision"), dict):
+        return [str(r) for r in recorded.get("reasons", ())]
     decision: Decision | None = decide_document(doc)
     return [str(r) for r in decision.reasons] if decision else []
 

@@ -22,6 +22,8 @@ import enum
 import time
 from dataclasses import dataclass
 
+from verifier.calendar import parse_instant
+
 __all__ = ["AsOf", "RunClock", "parse_instant_option", "wall_clock", "wall_seconds"]
 
 
@@ -85,10 +87,12 @@ def iso(instant: dt.datetime) -> str:
 
 
 def parse_instant_option(value: str) -> dt.datetime:
-    """An ISO 8601 date-time (`Z` allowed; no zone means UTC) or a date (its midnight UTC)."""
-    text = value.strip()
-    parsed = dt.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    return _utc(parsed)
+    """An ISO 8601 date-time (`Z` allowed; no zone means UTC) or a date (its midnight UTC);
+    ValueError for anything else."""
+    parsed = parse_instant(value.strip())
+    if parsed is None:
+        raise ValueError(f"{value!r} is not an ISO 8601 date-time")
+    return parsed
 
 
 def _utc(instant: dt.datetime) -> dt.datetime:

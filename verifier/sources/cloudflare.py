@@ -518,11 +518,18 @@ def _advice(
     return f"the API refused the request ({said}) while {what}"
 
 
+_PARSED = "kv2d1.json"  # where a response keeps its parsed body (`httpx.Response.extensions`)
+
+
 def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        return None
+    """The parsed body, or None when it is not JSON; parsed once per response (the glitch check,
+    the envelope and the error text all ask)."""
+    if _PARSED not in response.extensions:
+        try:
+            response.extensions[_PARSED] = json.loads(response.content)
+        except ValueError:
+            response.extensions[_PARSED] = None
+    return response.extensions[_PARSED]
 
 
 def _error_detail(response: httpx.Response) -> tuple[int | None, str]:

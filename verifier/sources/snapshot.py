@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier import TOOL_NAME, __version__
+from verifier.calendar import parse_instant
 from verifier.clock import wall_clock
 from verifier.d1 import PLAN_TABLES
 from verifier.errors import (
@@ -148,7 +149,7 @@ class SnapshotKv:
     """The KV entries of a snapshot (a read-only `KvSource`).
 
     A key is alive while its expiration (epoch s) is after `as_of_s`, the run's `as_of`: by
-    default the capture's own time (`snapshot_captured_at`), so every key the capture listed
+    default the capture's own time (`captured_at`), so every key the capture listed
     stays alive however late the file is verified. None keeps every entry.
     """
 
@@ -268,7 +269,8 @@ def open_snapshot_sources(
 ) -> tuple[KvSource, D1Source, dict[str, Any]]:
     """Both sides of a finished snapshot, and the `source` block that describes it for reports.
 
-    Keys are judged alive as of `as_of`, by default the capture's time (`snapshot_captured_at`).
+    Keys are judged alive as of `as_of`, by default the capture's time (`captured_at`); the
+    `source` block's `started_at` says which that was.
     The file is checked first: a missing, non-SQLite, truncated, foreign (no manifest) or
     unfinished file is one `SnapshotError` / `CorruptSourceError` that says what to do. With
     `verify_digest` its content digest is computed again (one streamed pass, bounded memory)
@@ -284,7 +286,7 @@ def open_snapshot_sources(
     except BaseException:
         conn.close()
         raise
-    judged = as_of if as_of is not None else _captured_at(manifest)
+    judged = as_of if as_of is not None else captured_at(manifest)
     source = {
         "kind": "snapshot",
         "path": str(path),
@@ -315,25 +317,16 @@ def _check_digest(conn: sqlite3.Connection, manifest: Manifest) -> None:
         )
 
 
-def snapshot_captured_at(path: Path) -> dt.datetime:
-    """The instant a finished snapshot was captured as of: its manifest's `started_at` (every key
-    it holds was alive then; a capture lists keys after it starts, and an expiration only
-    passes)."""
-    manifest = read_manifest(path)
-    if not manifest.finished:
-        raise _unfinished(manifest)
-    return _captured_at(manifest)
-
-
-def _captured_at(manifest: Manifest) -> dt.datetime:
-    try:
-        at = dt.datetime.fromisoformat(manifest.started_at.replace("Z", "+00:00"))
-    except ValueError as exc:
+def captured_at(manifest: Manifest) -> dt.datetime:
+    """The instant a snapshot was captured as of: its manifest's `started_at` (every key it holds
+    was alive then; a capture lists keys after it starts, and an expiration only passes)."""
+    at = parse_instant(manifest.started_at)
+    if at is None:
         raise CorruptSourceError(
             f"snapshot {manifest.path} has no readable capture time ({manifest.started_at!r}): "
             "take a new snapshot"
-        ) from exc
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+        )
+    return at
 
 
 def read_manifest(path: Path) -> Manifest:

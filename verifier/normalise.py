@@ -224,27 +224,42 @@ def _symbols_b(p: dict[str, Any], notes: list[str]) -> _Symbols:
         )
         nested = get_path(o, "trading_signals")
         news = get_path(o, "sentiment_layers", 0, "detailed_analysis", "articles_analyzed")
-        results.append(
-            SymbolResult(
-                symbol=name,
-                sentiment=_text(sentiment),
-                confidence=_confidence(confidence, notes, name),
-                direction=_text(direction),
-                reasoning=_text(reasoning),
-                signals=_json_or_none([nested] if isinstance(nested, dict) else None),
-                news_count=_int(news),
-                absent=_absent(
-                    _NEVER_B,
-                    sentiment=sentiment,
-                    confidence=confidence,
-                    direction=direction,
-                    reasoning=reasoning,
-                    signals=nested,
-                    news_count=news,
-                ),
-            )
-        )
+        signals = [nested] if isinstance(nested, dict) else None
+        results.append(_layered_symbol(
+            name, _NEVER_B, notes, sentiment=sentiment, confidence=confidence,
+            direction=direction, reasoning=reasoning, signals=(nested, signals), news=news,
+        ))  # fmt: skip
     return _Symbols(tuple(results), len(names), failed)
+
+
+def _layered_symbol(
+    name: str,
+    never: frozenset[str],
+    notes: list[str],
+    *,
+    sentiment: Any,
+    confidence: Any,
+    direction: Any,
+    reasoning: Any,
+    signals: tuple[Any, Any],  # (the raw value, for `absent`; what `signals` holds)
+    news: Any,
+) -> SymbolResult:
+    """A symbol result of a shape with sentiment layers and signals (B, D), from its raw values:
+    converted for the model, and those the payload lacks named in `absent`."""
+    raw_signals, held = signals
+    return SymbolResult(
+        symbol=name,
+        sentiment=_text(sentiment),
+        confidence=_confidence(confidence, notes, name),
+        direction=_text(direction),
+        reasoning=_text(reasoning),
+        signals=_json_or_none(held),
+        news_count=_int(news),
+        absent=_absent(
+            never, sentiment=sentiment, confidence=confidence, direction=direction,
+            reasoning=reasoning, signals=raw_signals, news_count=news,
+        ),
+    )
 
 
 def _b_symbol_failed(o: dict[str, Any], confidence: Any) -> bool:
@@ -274,26 +289,11 @@ def _symbols_d(p: dict[str, Any], notes: list[str]) -> _Symbols:
         direction = get_path(o, "signal", "direction")
         reasoning = get_path(o, "signal", "reasoning")
         news = get_path(o, "articles_count")
-        results.append(
-            SymbolResult(
-                symbol=name,
-                sentiment=_text(sentiment),
-                confidence=_confidence(confidence, notes, name),
-                direction=_text(direction),
-                reasoning=_text(reasoning),
-                signals=_json_or_none([signal] if signal else None),
-                news_count=_int(news),
-                absent=_absent(
-                    _NEVER_D,
-                    sentiment=sentiment,
-                    confidence=confidence,
-                    direction=direction,
-                    reasoning=reasoning,
-                    signals=raw_signal,
-                    news_count=news,
-                ),
-            )
-        )
+        results.append(_layered_symbol(
+            name, _NEVER_D, notes, sentiment=sentiment, confidence=confidence,
+            direction=direction, reasoning=reasoning,
+            signals=(raw_signal, [signal] if signal else None), news=news,
+        ))  # fmt: skip
     return _Symbols(tuple(results), len(names), failed)
 
 
